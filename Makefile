@@ -1,0 +1,46 @@
+# The two commands of the README:
+#   make train   install into .venv and train the default agent (Vadam-DDPG) on HalfCheetah-v5
+#   make test    install into .venv (with dev tools) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+AGENT ?= ddpg-vadam
+ENV ?= HalfCheetah-v5
+STEPS ?= 100000
+SEED ?= 0
+LOGDIR ?= runs
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+
+.PHONY: train test install lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Torch goes in first, pinned, so the package's unpinned `torch>=2.3` finds it satisfied.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(BIN)/vadam-rl train --agent $(AGENT) --env $(ENV) --seed $(SEED) \
+		--total-steps $(STEPS) --log-dir $(LOGDIR)
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check vadam_rl tests bench scripts
+	$(BIN)/ruff format --check vadam_rl tests bench scripts
+
+format: install
+	$(BIN)/ruff format vadam_rl tests bench scripts
+	$(BIN)/ruff check --fix vadam_rl tests bench scripts
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Agent presets (YAML). Shipped inside the package as ``vadam_rl.agents``."""

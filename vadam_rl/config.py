@@ -1,0 +1,324 @@
+"""Typed run configuration, loaded from the YAML presets in ``agents/`` plus CLI overrides.
+
+A preset is a YAML mapping with the same nesting as ``TrainConfig``; unknown keys and values of
+the wrong type are rejected with ``ConfigError`` naming the key. ``--set actor.optimizer.lr=3e-4``
+overrides one field after the preset is loaded. The resolved config is saved with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit ``TrainConfig``."""
+
+
+OptimizerName = Literal["adam", "vadam", "vadagrad", "vprop", "ivon", "adam-explore"]
+ExplorationKind = Literal["posterior", "gaussian", "ornstein-uhlenbeck", "none"]
+
+
+@dataclass
+class OptimizerConfig:
+    """One network's optimizer. Fields not used by ``name`` are ignored."""
+
+    name: OptimizerName = "adam"
+    """adam | vadam | vadagrad | vprop | ivon | adam-explore (Vadam paper's "Adam-Explore")."""
+    lr: float = 1e-3
+    """Learning rate alpha (for adam-explore: of the mean)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """(beta1, beta2) moment decay rates (adam, vadam, ivon); vadagrad and vprop use beta2."""
+    weight_decay: float = 0.0
+    """L2 penalty (adam only)."""
+    prior_precision: float = 1e-8
+    """Prior precision lambda of N(0, 1/lambda) (vadam, vprop, ivon)."""
+    train_set_size: float = 1.0
+    """N in sigma = 1/sqrt(N*s + lambda + c) (vadam, vprop, ivon)."""
+    precision_floor: float = 0.0
+    """c, a constant added to the posterior precision so sigma <= 1/sqrt(c) (vadam)."""
+    init_precision: float = 1e4
+    """Initial posterior precision (vadagrad, adam-explore, ivon's hess_init = this/N)."""
+    sigma_lr: float = 0.01
+    """Learning rate of the precision (adam-explore)."""
+
+
+@dataclass
+class NetworkConfig:
+    """An MLP (actor or critic) and the optimizer that trains it."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [400, 300])
+    """Widths of the ReLU hidden layers."""
+    final_layer_init: float | None = None
+    """If set, the last layer starts at U(-x, x) (DDPG paper: 3e-3); else PyTorch's default."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    action_layer: int = 0
+    """Critic only: hidden layer where the action enters (0 = input, SB3's layout)."""
+
+
+@dataclass
+class ExplorationConfig:
+    """How the behaviour policy differs from the trained (mean) actor."""
+
+    kind: ExplorationKind = "gaussian"
+    """posterior (act with actor weights drawn from the actor optimizer's posterior) |
+    gaussian | ornstein-uhlenbeck (action noise) | none."""
+    sigma: float = 0.1
+    """Action-noise std in the squashed action space [-1, 1] (gaussian, ornstein-uhlenbeck)."""
+    theta: float = 0.15
+    """Mean-reversion rate (ornstein-uhlenbeck)."""
+    resample_every: int = 1
+    """posterior: draw new actor weights every k env steps; 0 draws once per episode."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one DDPG run needs. Presets in ``agents/`` fill it in."""
+
+    env_id: str = "HalfCheetah-v5"
+    """Any gymnasium env id with a Box action space."""
+    seed: int = 0
+    total_steps: int = 1_000_000
+    """Environment steps (summed over vectorised envs)."""
+    learning_starts: int = 10_000
+    """Steps of uniformly random actions before learning starts."""
+    buffer_size: int = 1_000_000
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    """Polyak rate of the target networks."""
+    train_freq: int = 1
+    """Update every ``train_freq`` env steps ..."""
+    gradient_steps: int = 1
+    """... with this many gradient steps."""
+    num_envs: int = 1
+    async_envs: bool = False
+    """Run the ``num_envs`` environments in subprocesses (gymnasium AsyncVectorEnv)."""
+    eval_every: int = 10_000
+    """Evaluate the mean actor every this many env steps (0 = only at the end)."""
+    eval_episodes: int = 10
+    checkpoint_every: int = 50_000
+    """Write a resumable checkpoint every this many env steps (and at the end / on Ctrl-C)."""
+    log_every: int = 1_000
+    """Write training scalars to TensorBoard every this many env steps."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    actor: NetworkConfig = field(
+        default_factory=lambda: NetworkConfig(optimizer=OptimizerConfig(lr=1e-3))
+    )
+    critic: NetworkConfig = field(
+        default_factory=lambda: NetworkConfig(optimizer=OptimizerConfig(lr=1e-3))
+    )
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    agent: str = "custom"
+    """Name of the preset this config came from (informational)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------
+
+
+def preset_dir() -> Path:
+    """The folder holding the shipped ``*.yaml`` presets."""
+    return Path(str(resources.files("vadam_rl.agents")))
+
+
+def list_presets() -> dict[str, str]:
+    """Preset name -> its one-line description (the YAML's ``description`` key)."""
+    out = {}
+    for path in sorted(preset_dir().glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text()) or {}
+        out[path.stem] = str(raw.get("description", "")).strip().splitlines()[0:1]
+        out[path.stem] = out[path.stem][0] if out[path.stem] else ""
+    return out
+
+
+def load_preset(name: str, env_id: str | None = None) -> TrainConfig:
+    """Build the config of preset ``name``; per-env sections (``env_overrides``) apply."""
+    path = preset_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(list_presets()))
+        raise ConfigError(f"unknown agent preset {name!r}; known presets: {known}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"preset {name}: top level must be a mapping")
+    raw.pop("description", None)
+    env_overrides = raw.pop("env_overrides", {}) or {}
+    config = from_dict(TrainConfig, raw, where=name)
+    config.agent = name
+    if env_id is not None:
+        config.env_id = env_id
+    for key, value in (env_overrides.get(config.env_id) or {}).items():
+        set_field(config, key, value)
+    return config
+
+
+def load_config_file(path: Path) -> TrainConfig:
+    """Read a resolved config saved with a run."""
+    raw = yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a config mapping")
+    return from_dict(TrainConfig, raw, where=str(path))
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain YAML-safe dict (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed conversion
+# --------------------------------------------------------------------------------------------
+
+
+def from_dict(cls: type, raw: dict[str, Any], where: str = "") -> Any:
+    """Instantiate dataclass ``cls`` from a nested dict, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown config key {key!r} for {cls.__name__}; "
+                f"valid keys: {', '.join(sorted(names))}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{where}:{key}" if where else key)
+    return cls(**kwargs)
+
+
+def set_field(config: Any, dotted_key: str, value: Any) -> None:
+    """Set ``a.b.c`` on a nested dataclass, converting ``value`` to the field's type."""
+    *parents, leaf = dotted_key.split(".")
+    target = config
+    for part in parents:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+            raise ConfigError(f"unknown config key {dotted_key!r}")
+        target = getattr(target, part)
+    if not dataclasses.is_dataclass(target) or leaf not in {
+        f.name for f in dataclasses.fields(target)
+    }:
+        raise ConfigError(f"unknown config key {dotted_key!r}")
+    hint = typing.get_type_hints(type(target))[leaf]
+    setattr(target, leaf, _coerce(value, hint, dotted_key))
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``key=value`` strings; values are parsed as YAML (``3e-4``, ``[64, 64]``, ``true``)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        set_field(config, key.strip(), value)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Range checks that types alone cannot express."""
+    positive = ["total_steps", "buffer_size", "batch_size", "train_freq", "num_envs"]
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(config, name)}")
+    non_negative = ["learning_starts", "gradient_steps", "eval_every", "checkpoint_every"]
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if not 0.0 <= config.gamma <= 1.0:
+        raise ConfigError(f"gamma must be in [0, 1], got {config.gamma}")
+    if not 0.0 < config.tau <= 1.0:
+        raise ConfigError(f"tau must be in (0, 1], got {config.tau}")
+    if config.eval_episodes < 1:
+        raise ConfigError(f"eval_episodes must be >= 1, got {config.eval_episodes}")
+    if config.log_every < 1:
+        raise ConfigError(f"log_every must be >= 1, got {config.log_every}")
+    for net in ("actor", "critic"):
+        opt = getattr(config, net).optimizer
+        if opt.lr <= 0:
+            raise ConfigError(f"{net}.optimizer.lr must be > 0, got {opt.lr}")
+    if config.exploration.kind == "posterior" and config.actor.optimizer.name == "adam":
+        raise ConfigError(
+            "exploration.kind=posterior needs a variational actor optimizer "
+            "(vadam, vadagrad, vprop, ivon or adam-explore), not adam"
+        )
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML value to ``hint`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(hint, value, where=key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise ConfigError(f"{key}: expected one of {choices}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+        return origin(_coerce(v, args[0], key) for v in value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            number = float(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not number.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(number)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,95 @@
+"""Layout of one run directory: everything a run writes, in one place.
+
+    RUN_DIR/
+      config.yaml            the resolved TrainConfig (preset + overrides), written at start
+      events.out.tfevents.*  TensorBoard (SB3 tag names where SB3 has them)
+      evaluations.csv        one row per evaluation of the mean actor (see EVAL_COLUMNS)
+      checkpoint.pt          latest full, resumable training state (atomic replace)
+      policies/step_N.pt     mean-policy weights at the evaluation after step N
+      policies/best.pt       the best-evaluated of those
+      model.zip              the final mean policy as a genuine Stable-Baselines3 DDPG zip
+      summary.json           written once, when the run has finished (see SUMMARY_KEYS)
+
+Policy files hold only tensors and plain values, loadable with ``torch.load(weights_only=True)``:
+``{"actor": state_dict, "critic": state_dict, "actor_target": ..., "critic_target": ...,
+"step": int}``; rebuild the networks from ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIG = "config.yaml"
+EVALUATIONS = "evaluations.csv"
+CHECKPOINT = "checkpoint.pt"
+POLICIES = "policies"
+BEST_POLICY = "best.pt"
+MODEL_ZIP = "model.zip"
+SUMMARY = "summary.json"
+
+EVAL_COLUMNS = ("step", "mean_return", "std_return", "mean_ep_length", "episodes", "wall_time_s")
+SUMMARY_KEYS = (
+    "finished",
+    "total_steps",
+    "wall_time_s",
+    "steps_per_s",
+    "final_eval_return",
+    "best_eval_return",
+)
+
+
+def policy_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / POLICIES / f"step_{step}.pt"
+
+
+def is_finished(run_dir: Path) -> bool:
+    """True once the run wrote its summary (it reached total_steps)."""
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        return False
+    try:
+        return bool(json.loads(path.read_text()).get("finished"))
+    except (OSError, ValueError):
+        return False
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temp file + rename (no half-written checkpoints)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
