@@ -1,0 +1,46 @@
+"""Environment construction with the checks that turn gymnasium errors into readable ones."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from vadam_rl.errors import UserError
+
+
+def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``env_id``, or a UserError naming close matches."""
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error:
+        close = [name for name in gym.registry if env_id.split("-")[0].lower() in name.lower()]
+        hint = f"; did you mean {', '.join(sorted(close)[:5])}?" if close else ""
+        raise UserError(f"unknown environment id {env_id!r}{hint}") from None
+
+
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One gymnasium env with a bounded Box action space and a flat Box observation space."""
+    check_env_id(env_id)
+    try:
+        env = gym.make(env_id, render_mode=render_mode)
+    except gym.error.DependencyNotInstalled as err:
+        raise UserError(f"environment {env_id!r} needs a missing dependency: {err}") from None
+    check_spaces(env_id, env.observation_space, env.action_space)
+    return env
+
+
+def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:
+    """DDPG needs continuous, bounded actions and flat vector observations."""
+    if not isinstance(action_space, gym.spaces.Box):
+        raise UserError(
+            f"environment {env_id!r} has a {type(action_space).__name__} action space; "
+            "DDPG needs a continuous Box action space"
+        )
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise UserError(f"environment {env_id!r} has an unbounded action space")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise UserError(
+            f"environment {env_id!r} has observations of type "
+            f"{type(observation_space).__name__} {getattr(observation_space, 'shape', '')}; "
+            "vadam-rl's MLP policies need a flat Box observation space"
+        )
