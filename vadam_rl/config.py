@@ -135,21 +135,46 @@ def list_presets() -> dict[str, str]:
     out = {}
     for path in sorted(preset_dir().glob("*.yaml")):
         raw = yaml.safe_load(path.read_text()) or {}
-        out[path.stem] = str(raw.get("description", "")).strip().splitlines()[0:1]
-        out[path.stem] = out[path.stem][0] if out[path.stem] else ""
+        out[path.stem] = str(raw.get("description", "")).strip()
     return out
 
 
-def load_preset(name: str, env_id: str | None = None) -> TrainConfig:
-    """Build the config of preset ``name``; per-env sections (``env_overrides``) apply."""
+def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The preset's raw mapping with its ``base`` presets merged in (base first)."""
     path = preset_dir() / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(list_presets()))
         raise ConfigError(f"unknown agent preset {name!r}; known presets: {known}")
+    if name in seen:
+        raise ConfigError(f"preset {name}: circular base chain {' -> '.join((*seen, name))}")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"preset {name}: top level must be a mapping")
     raw.pop("description", None)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return _deep_merge(_read_preset(str(base), (*seen, name)), raw)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_preset(name: str, env_id: str | None = None) -> TrainConfig:
+    """Build the config of preset ``name``.
+
+    A preset may name a ``base`` preset: its mapping is merged over the base's, key by key,
+    so a baseline states only how it differs. ``env_overrides: {ENV_ID: {dotted.key: value}}``
+    applies to that env only.
+    """
+    raw = _read_preset(name)
     env_overrides = raw.pop("env_overrides", {}) or {}
     config = from_dict(TrainConfig, raw, where=name)
     config.agent = name
@@ -157,6 +182,7 @@ def load_preset(name: str, env_id: str | None = None) -> TrainConfig:
         config.env_id = env_id
     for key, value in (env_overrides.get(config.env_id) or {}).items():
         set_field(config, key, value)
+    validate(config)
     return config
 
 

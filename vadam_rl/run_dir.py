@@ -5,8 +5,9 @@
       events.out.tfevents.*  TensorBoard (SB3 tag names where SB3 has them)
       evaluations.csv        one row per evaluation of the mean actor (see EVAL_COLUMNS)
       checkpoint.pt          latest full, resumable training state (atomic replace)
-      policies/step_N.pt     mean-policy weights at the evaluation after step N
-      policies/best.pt       the best-evaluated of those
+      policies/last.pt       mean-policy weights at the latest evaluation
+      policies/best.pt       ... at the best evaluation so far
+      policies/step_N.pt     ... at each checkpoint (every checkpoint_every steps) and the end
       model.zip              the final mean policy as a genuine Stable-Baselines3 DDPG zip
       summary.json           written once, when the run has finished (see SUMMARY_KEYS)
 
@@ -30,6 +31,7 @@ EVALUATIONS = "evaluations.csv"
 CHECKPOINT = "checkpoint.pt"
 POLICIES = "policies"
 BEST_POLICY = "best.pt"
+LAST_POLICY = "last.pt"
 MODEL_ZIP = "model.zip"
 SUMMARY = "summary.json"
 

@@ -1,0 +1,175 @@
+"""Rollout collector: steps a gymnasium vector env with the behaviour policy into the buffer.
+
+Episodes are reset by the collector, not by gymnasium's autoreset, and episode k of env i
+always starts from ``reset(seed=episode_seed(seed, i, k))``. Each episode's start therefore
+depends only on (seed, env, episode number), which is what makes a resumed run continue
+exactly like an uninterrupted one when the checkpoint falls between episodes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from torch import Tensor
+
+from vadam_rl.buffer import ReplayBuffer
+from vadam_rl.envs import make_env
+from vadam_rl.exploration import Exploration
+from vadam_rl.networks import ActionScaler
+
+
+def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False) -> VectorEnv:
+    """``num_envs`` copies of ``env_id``; resets are left to the collector."""
+    make_one: Callable[[], gym.Env] = lambda: make_env(env_id)  # noqa: E731
+    fns = [make_one] * num_envs
+    if asynchronous:
+        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+
+
+def episode_seed(seed: int, env_index: int, episode: int) -> int:
+    """A distinct 32-bit seed for every (run seed, env, episode) triple."""
+    sequence = np.random.SeedSequence([seed, env_index, episode])
+    return int(sequence.generate_state(1)[0])
+
+
+class RolloutCollector:
+    """Collects transitions from ``envs`` into ``buffer``.
+
+    During the first ``learning_starts`` steps actions are uniform in [-1, 1] (drawn from
+    ``generator``); afterwards they come from ``exploration``. Per-env episode returns and
+    lengths are tracked on the host, where the rewards arrive.
+    """
+
+    def __init__(
+        self,
+        envs: VectorEnv,
+        buffer: ReplayBuffer,
+        exploration: Exploration,
+        seed: int,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
+        self.envs = envs
+        self.buffer = buffer
+        self.exploration = exploration
+        self.seed = seed
+        self.device = device
+        self.generator = generator
+        self.num_envs = envs.num_envs
+        space = envs.single_action_space
+        assert isinstance(space, gym.spaces.Box)
+        self.scaler = ActionScaler(space.low, space.high)
+        self.act_dim = int(np.prod(space.shape))
+        self.episodes_started = np.zeros(self.num_envs, dtype=np.int64)
+        self.episode_return = np.zeros(self.num_envs)
+        self.episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        self.recent_lengths: deque[int] = deque(maxlen=100)
+        self.episodes_finished = 0
+        self.action_distance_sum = torch.zeros((), device=device)
+        self.action_distance_count = 0
+        self.obs: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- episodes
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        """Start new episodes in the envs selected by ``mask`` (all if None)."""
+        mask = np.ones(self.num_envs, dtype=bool) if mask is None else mask
+        seeds = [
+            episode_seed(self.seed, i, int(self.episodes_started[i])) if mask[i] else None
+            for i in range(self.num_envs)
+        ]
+        obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
+        self.obs = obs if self.obs is None else np.where(mask[:, None], obs, self.obs)
+        self.episodes_started += mask
+        self.episode_return[mask] = 0.0
+        self.episode_length[mask] = 0
+
+    @property
+    def at_episode_boundary(self) -> bool:
+        """True between episodes (every env about to start a new one)."""
+        return bool(np.all(self.episode_length == 0))
+
+    # ---------------------------------------------------------------- stepping
+    @torch.no_grad()
+    def collect(self, n_steps: int, random_actions: bool = False) -> None:
+        """Take ``n_steps`` vector steps (``n_steps * num_envs`` transitions)."""
+        if self.obs is None:
+            self.reset()
+        for _ in range(n_steps):
+            self._step(random_actions)
+
+    def _step(self, random_actions: bool) -> None:
+        assert self.obs is not None
+        obs = torch.as_tensor(self.obs, dtype=torch.float32).to(self.device, non_blocking=True)
+        if random_actions:
+            action = torch.rand(
+                (self.num_envs, self.act_dim), device=self.device, generator=self.generator
+            )
+            action = 2.0 * action - 1.0
+        else:
+            step = self.exploration.act(obs)
+            action = step.behaviour
+            self.action_distance_sum += (step.behaviour - step.mean).norm(dim=-1).sum()
+            self.action_distance_count += self.num_envs
+        action_np = action.cpu().numpy()
+        next_obs, reward, terminated, truncated, _ = self.envs.step(self.scaler.to_env(action_np))
+        self.buffer.add(
+            obs,
+            action,
+            torch.as_tensor(reward, dtype=torch.float32),
+            torch.as_tensor(next_obs, dtype=torch.float32),
+            torch.as_tensor(terminated),
+        )
+        self.episode_return += reward
+        self.episode_length += 1
+        self.obs = next_obs
+        done = np.logical_or(terminated, truncated)
+        if done.any():
+            self._end_episodes(done)
+
+    def _end_episodes(self, done: np.ndarray) -> None:
+        for i in np.flatnonzero(done):
+            self.recent_returns.append(float(self.episode_return[i]))
+            self.recent_lengths.append(int(self.episode_length[i]))
+        self.episodes_finished += int(done.sum())
+        self.exploration.on_episode_end(torch.as_tensor(done, device=self.device))
+        self.reset(done)
+
+    # ---------------------------------------------------------------- metrics
+    def pop_action_distance(self) -> Tensor | None:
+        """Mean ||a_behaviour - a_mean||_2 since the last call (None if no policy steps)."""
+        if self.action_distance_count == 0:
+            return None
+        mean = self.action_distance_sum / self.action_distance_count
+        self.action_distance_sum = torch.zeros((), device=self.device)
+        self.action_distance_count = 0
+        return mean
+
+    # ---------------------------------------------------------------- resume
+    def state_dict(self) -> dict:
+        return {
+            "episodes_started": torch.as_tensor(self.episodes_started),
+            "recent_returns": list(self.recent_returns),
+            "recent_lengths": list(self.recent_lengths),
+            "episodes_finished": self.episodes_finished,
+            "at_boundary": self.at_episode_boundary,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore counters and restart the envs' episodes (an interrupted one is abandoned)."""
+        self.episodes_started = state["episodes_started"].numpy().astype(np.int64)
+        if state["at_boundary"]:
+            # The episodes that had just been reset never took a step: start them again with
+            # the same seeds, exactly as the uninterrupted run did.
+            self.episodes_started -= 1
+        self.recent_returns = deque(state["recent_returns"], maxlen=100)
+        self.recent_lengths = deque(state["recent_lengths"], maxlen=100)
+        self.episodes_finished = int(state["episodes_finished"])
+        self.obs = None
+        self.reset()

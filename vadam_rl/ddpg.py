@@ -1,0 +1,125 @@
+"""DDPG (Lillicrap et al. 2016): actor, critic, targets, and one update per minibatch.
+
+The actor is trained by whatever optimizer the config names. With a variational optimizer
+(Vadam, VadaGrad, ...) ``step(closure)`` evaluates the actor loss at weights drawn from its
+posterior, which is the Vadam paper's DDPG; with Adam it is plain DDPG. Nothing here knows
+which: the difference lives in the optimizer and in the exploration strategy.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vadam_rl.buffer import Batch
+from vadam_rl.config import TrainConfig
+from vadam_rl.networks import Actor, Critic, polyak_update
+from vadam_rl.optim.factory import build_optimizer
+
+
+class DDPG:
+    """The learner. ``act(obs)`` is the mean policy; ``update(batch)`` returns tensor metrics.
+
+    obs: (batch, obs_dim); actions are squashed to [-1, 1] (see ``networks.ActionScaler``).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: TrainConfig,
+        device: torch.device,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.gamma = config.gamma
+        self.tau = config.tau
+        self.actor = Actor(
+            obs_dim, act_dim, config.actor.hidden_sizes, config.actor.final_layer_init
+        ).to(device)
+        self.critic = Critic(
+            obs_dim,
+            act_dim,
+            config.critic.hidden_sizes,
+            config.critic.action_layer,
+            config.critic.final_layer_init,
+        ).to(device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = build_optimizer(
+            self.actor.parameters(), config.actor.optimizer, generator=generator
+        )
+        self.critic_optimizer = build_optimizer(
+            self.critic.parameters(), config.critic.optimizer, generator=generator
+        )
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """The mean actor's action, (batch, act_dim)."""
+        return self.actor(obs)
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        """One DDPG step: critic TD regression, actor ascent on Q, Polyak-averaged targets."""
+        with torch.no_grad():
+            next_q = self.critic_target(batch.next_obs, self.actor_target(batch.next_obs))
+            # A time-limit truncation is not an end of the task: bootstrap unless terminated.
+            target_q = batch.rewards + self.gamma * (1.0 - batch.terminated) * next_q
+
+        def critic_closure() -> Tensor:
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            loss = F.mse_loss(self.critic(batch.obs, batch.actions), target_q)
+            loss.backward()
+            return loss
+
+        critic_loss = self.critic_optimizer.step(critic_closure)
+
+        def actor_closure() -> Tensor:
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            loss = -self.critic(batch.obs, self.actor(batch.obs)).mean()
+            loss.backward()
+            return loss
+
+        # The actor loss needs gradients w.r.t. the actor only; freezing the critic skips the
+        # weight-gradient matmuls of its backward pass.
+        self.critic.requires_grad_(False)
+        try:
+            actor_loss = self.actor_optimizer.step(actor_closure)
+        finally:
+            self.critic.requires_grad_(True)
+
+        polyak_update(self.critic_target, self.critic, self.tau)
+        polyak_update(self.actor_target, self.actor, self.tau)
+        return {
+            "critic_loss": critic_loss.detach(),  # type: ignore[union-attr]
+            "actor_loss": actor_loss.detach(),  # type: ignore[union-attr]
+            "q_target_mean": target_q.mean(),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.actor_target.load_state_dict(state["actor_target"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+
+    def policy_state(self) -> dict:
+        """The mean policy's weights, in the run directory's policy-file format."""
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+        }

@@ -1,0 +1,179 @@
+"""Exploration strategies: how the behaviour policy differs from the trained (mean) actor.
+
+Every strategy answers ``act(obs)`` with the behaviour action *and* the mean actor's action
+(so the loop can log how far exploration moves the policy), hears ``on_episode_end(done)``,
+and saves its state for exact resume. Methods differ here, not in a forked training loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from vadam_rl.config import ExplorationConfig
+from vadam_rl.optim.base import VariationalOptimizer
+
+
+class ExplorationStep(NamedTuple):
+    """behaviour, mean: (num_envs, act_dim) squashed actions in [-1, 1]."""
+
+    behaviour: Tensor
+    mean: Tensor
+
+
+class Exploration(Protocol):
+    def act(self, obs: Tensor) -> ExplorationStep: ...
+
+    def on_episode_end(self, done: Tensor) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class NoExploration:
+    """Act with the mean actor (the paper's "Adam-Plain")."""
+
+    def __init__(self, actor: nn.Module) -> None:
+        self.actor = actor
+
+    def act(self, obs: Tensor) -> ExplorationStep:
+        action = self.actor(obs)
+        return ExplorationStep(action, action)
+
+    def on_episode_end(self, done: Tensor) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class GaussianActionNoise:
+    """a = clip(pi(s) + sigma * eps, -1, 1), eps ~ N(0, I) drawn fresh every step."""
+
+    def __init__(self, actor: nn.Module, sigma: float, generator: torch.Generator) -> None:
+        self.actor = actor
+        self.sigma = sigma
+        self.generator = generator
+
+    def act(self, obs: Tensor) -> ExplorationStep:
+        mean = self.actor(obs)
+        noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
+        return ExplorationStep((mean + self.sigma * noise).clamp(-1.0, 1.0), mean)
+
+    def on_episode_end(self, done: Tensor) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class OrnsteinUhlenbeckNoise:
+    """Temporally correlated action noise (DDPG paper), dt = 1, reset at each episode end:
+    x <- x + theta * (0 - x) + sigma * eps."""
+
+    def __init__(
+        self, actor: nn.Module, sigma: float, theta: float, generator: torch.Generator
+    ) -> None:
+        self.actor = actor
+        self.sigma = sigma
+        self.theta = theta
+        self.generator = generator
+        self.state: Tensor | None = None
+
+    def act(self, obs: Tensor) -> ExplorationStep:
+        mean = self.actor(obs)
+        if self.state is None:
+            self.state = torch.zeros_like(mean)
+        eps = torch.randn(mean.shape, device=mean.device, generator=self.generator)
+        self.state = self.state - self.theta * self.state + self.sigma * eps
+        return ExplorationStep((mean + self.state).clamp(-1.0, 1.0), mean)
+
+    def on_episode_end(self, done: Tensor) -> None:
+        if self.state is not None:
+            self.state = self.state * (~done).to(self.state.dtype).unsqueeze(-1)
+
+    def state_dict(self) -> dict:
+        return {"state": self.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state.get("state")
+
+
+class PosteriorSampling:
+    """Act with actor weights drawn from the actor optimizer's posterior N(mu, sigma^2).
+
+    The Vadam paper's exploration: the behaviour actor is a copy of the actor whose weights are
+    one draw theta ~ N(mu, sigma^2), redrawn every ``resample_every`` env steps (1 = every
+    step, as in the paper's code) or, with 0, at every episode end. The trained parameters
+    (mu) are never touched: the draw is written into a separate module.
+    """
+
+    def __init__(
+        self, actor: nn.Module, optimizer: VariationalOptimizer, resample_every: int
+    ) -> None:
+        if not isinstance(optimizer, VariationalOptimizer):
+            raise TypeError(
+                f"posterior exploration needs a variational optimizer, got "
+                f"{type(optimizer).__name__}"
+            )
+        self.actor = actor
+        self.optimizer = optimizer
+        self.resample_every = resample_every
+        self.behaviour_actor = copy.deepcopy(actor).requires_grad_(False)
+        self.steps_since_draw = 0
+        self.needs_draw = True
+
+    def act(self, obs: Tensor) -> ExplorationStep:
+        if self.needs_draw or (
+            self.resample_every > 0 and self.steps_since_draw >= self.resample_every
+        ):
+            self.optimizer.sample_into(self.behaviour_actor.parameters())
+            self.steps_since_draw = 0
+            self.needs_draw = False
+        self.steps_since_draw += 1
+        return ExplorationStep(self.behaviour_actor(obs), self.actor(obs))
+
+    def on_episode_end(self, done: Tensor) -> None:
+        # One draw serves all envs, so with resample_every=0 a new draw comes when any ends.
+        if self.resample_every == 0 and bool(done.any()):
+            self.needs_draw = True
+
+    def state_dict(self) -> dict:
+        return {
+            "behaviour_actor": self.behaviour_actor.state_dict(),
+            "steps_since_draw": self.steps_since_draw,
+            "needs_draw": self.needs_draw,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.behaviour_actor.load_state_dict(state["behaviour_actor"])
+        self.steps_since_draw = int(state["steps_since_draw"])
+        self.needs_draw = bool(state["needs_draw"])
+
+
+def make_exploration(
+    config: ExplorationConfig,
+    actor: nn.Module,
+    actor_optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> Exploration:
+    """The strategy named by ``config.kind``."""
+    if config.kind == "posterior":
+        return PosteriorSampling(actor, actor_optimizer, config.resample_every)  # type: ignore[arg-type]
+    if config.kind == "gaussian":
+        return GaussianActionNoise(actor, config.sigma, generator)
+    if config.kind == "ornstein-uhlenbeck":
+        return OrnsteinUhlenbeckNoise(actor, config.sigma, config.theta, generator)
+    if config.kind == "none":
+        return NoExploration(actor)
+    raise ValueError(f"unknown exploration kind {config.kind!r}")

@@ -1,0 +1,446 @@
+"""The training loop: collect -> store -> sample -> update critic and actor -> targets -> log.
+
+``train(config, run_dir)`` runs one DDPG agent to ``config.total_steps`` environment steps and
+leaves a complete run directory (see ``run_dir``). It can be stopped at any point (Ctrl-C,
+SIGTERM, SIGKILL) and continued with ``train(config, run_dir, resume=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from vadam_rl import run_dir as layout
+from vadam_rl.buffer import ReplayBuffer
+from vadam_rl.collector import RolloutCollector, make_vector_env
+from vadam_rl.config import TrainConfig, save_config, validate
+from vadam_rl.ddpg import DDPG
+from vadam_rl.envs import make_env
+from vadam_rl.errors import UserError
+from vadam_rl.evaluation import evaluate
+from vadam_rl.exploration import make_exploration
+from vadam_rl.logger import RunLogger
+from vadam_rl.optim.base import VariationalOptimizer
+
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or weight became NaN/inf; the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after writing a checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+@dataclass
+class Progress:
+    """Counters that a checkpoint must carry besides the components' own state."""
+
+    step: int = 0
+    updates: int = 0
+    wall_time_s: float = 0.0
+    best_return: float = -math.inf
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds, built by ``build_run``."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    generator: torch.Generator
+    agent: DDPG
+    buffer: ReplayBuffer
+    collector: RolloutCollector
+    eval_env: object
+    progress: Progress
+
+
+def build_run(config: TrainConfig, run_dir: Path) -> Run:
+    """Seed, then construct envs, agent, buffer, exploration and collector."""
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)  # network initialisation
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)
+    envs = make_vector_env(config.env_id, config.num_envs, config.async_envs)
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    act_dim = int(np.prod(envs.single_action_space.shape))
+    agent = DDPG(obs_dim, act_dim, config, device, generator=generator)
+    buffer = ReplayBuffer(config.buffer_size, obs_dim, act_dim, device, generator=generator)
+    exploration = make_exploration(
+        config.exploration, agent.actor, agent.actor_optimizer, generator
+    )
+    collector = RolloutCollector(envs, buffer, exploration, config.seed, device, generator)
+    return Run(
+        config,
+        run_dir,
+        device,
+        generator,
+        agent,
+        buffer,
+        collector,
+        make_env(config.env_id),
+        Progress(),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(run: Run) -> None:
+    """Atomically write everything needed for an exact resume (refuses non-finite weights)."""
+    check_finite_weights(run.agent, run.progress.step)
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "progress": {
+            "step": run.progress.step,
+            "updates": run.progress.updates,
+            "wall_time_s": run.progress.wall_time_s,
+            "best_return": run.progress.best_return,
+        },
+        "agent": run.agent.state_dict(),
+        "buffer": run.buffer.state_dict(),
+        "exploration": run.collector.exploration.state_dict(),
+        "collector": run.collector.state_dict(),
+        "generator": run.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    layout.atomic_torch_save(state, run.run_dir / layout.CHECKPOINT)
+
+
+def load_checkpoint(run: Run) -> None:
+    """Restore ``run`` from its run directory's checkpoint (UserError if missing/corrupt)."""
+    path = run.run_dir / layout.CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"no checkpoint in {run.run_dir} (expected {layout.CHECKPOINT})")
+    try:
+        state = torch.load(path, map_location=run.device, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise UserError(f"cannot read checkpoint {path}: corrupt or incomplete ({err})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a vadam-rl checkpoint (format {CHECKPOINT_FORMAT})")
+    try:
+        run.agent.load_state_dict(state["agent"])
+        run.buffer.load_state_dict(state["buffer"])
+        run.collector.exploration.load_state_dict(state["exploration"])
+        run.collector.load_state_dict(state["collector"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise UserError(f"checkpoint {path} does not match the run's config.yaml: {err}") from None
+    run.generator.set_state(state["generator"].to("cpu"))
+    torch.set_rng_state(state["torch_rng"].to("cpu"))
+    saved = state["progress"]
+    run.progress.step = int(saved["step"])
+    run.progress.updates = int(saved["updates"])
+    run.progress.wall_time_s = float(saved["wall_time_s"])
+    run.progress.best_return = float(saved["best_return"])
+    run.progress.evaluations = [
+        row for row in read_evaluations(run.run_dir) if row["step"] <= run.progress.step
+    ]
+
+
+def check_finite_weights(agent: DDPG, step: int) -> None:
+    for name, module in (("actor", agent.actor), ("critic", agent.critic)):
+        for pname, p in module.named_parameters():
+            if not torch.isfinite(p).all():
+                raise NonFiniteError(f"non-finite {name} weight {pname} at step {step}")
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation records
+# ------------------------------------------------------------------------------------------
+
+
+def read_evaluations(run_dir: Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / layout.EVALUATIONS
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_evaluations(run_dir: Path, rows: list[dict[str, float]]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=layout.EVAL_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in layout.EVAL_COLUMNS})
+    layout.atomic_write_text(Path(run_dir) / layout.EVALUATIONS, out.getvalue())
+
+
+# ------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------
+
+
+class Metrics:
+    """Sums of per-update tensor metrics, read (one host sync) only at log time."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.first_bad_step: dict[str, Tensor] = {}
+
+    def add(self, metrics: dict[str, Tensor], step: int) -> None:
+        for name, value in metrics.items():
+            if name not in self.sums:
+                self.sums[name] = torch.zeros_like(value)
+                self.first_bad_step[name] = torch.full_like(value, -1.0)
+            self.sums[name] += value
+            bad = ~torch.isfinite(value) & (self.first_bad_step[name] < 0)
+            self.first_bad_step[name] = torch.where(bad, float(step), self.first_bad_step[name])
+        self.count += 1
+
+    def check_finite(self) -> None:
+        for name, first in self.first_bad_step.items():
+            if float(first) >= 0:
+                raise NonFiniteError(f"{name} became non-finite at step {int(first)}")
+
+    def pop_means(self) -> dict[str, float]:
+        means = {name: float(total) / self.count for name, total in self.sums.items()}
+        self.sums = {name: torch.zeros_like(total) for name, total in self.sums.items()}
+        self.count = 0
+        return means
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of ``every`` lies in (before, after]."""
+    return every > 0 and after // every > before // every
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[dict[str, int]]:
+    """SIGINT/SIGTERM set a flag the loop checks after each step (checkpoint, then exit)."""
+    flag = {"signal": 0}
+
+    def handler(signum: int, _frame: object) -> None:
+        flag["signal"] = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train(
+    config: TrainConfig, run_dir: Path, *, resume: bool = False, progress_bar: bool = True
+) -> dict:
+    """Train to ``config.total_steps``; returns the summary written to summary.json."""
+    validate(config)
+    run_dir = Path(run_dir)
+    run = build_run(config, run_dir)
+    if resume:
+        load_checkpoint(run)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / layout.CONFIG)
+    logger = RunLogger(run_dir, purge_step=run.progress.step if resume else None)
+    if not resume:
+        logger.config(config)
+    try:
+        with stop_on_signals() as stop:
+            _loop(run, logger, stop, progress_bar)
+        return finish(run, logger)
+    except NonFiniteError as err:
+        raise NonFiniteError(
+            f"{err}; training stopped and the last good checkpoint in {run_dir} is kept"
+        ) from None
+    except Interrupted as err:
+        raise Interrupted(f"{err}; continue with: vadam-rl train --resume {run_dir}") from None
+    finally:
+        logger.close()
+        run.collector.envs.close()
+
+
+def _loop(run: Run, logger: RunLogger, stop: dict[str, int], progress_bar: bool) -> None:
+    config, prog = run.config, run.progress
+    metrics = Metrics()
+    started = time.perf_counter()
+    session_start_step = prog.step
+    wall_before = prog.wall_time_s
+    checkpoint_pending = False
+    bar = tqdm(
+        total=config.total_steps,
+        initial=prog.step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not progress_bar,
+        mininterval=1.0,
+    )
+    while prog.step < config.total_steps:
+        before = prog.step
+        random_phase = prog.step < config.learning_starts
+        run.collector.collect(1, random_actions=random_phase)
+        prog.step += config.num_envs
+
+        if not random_phase and (prog.step // config.num_envs) % config.train_freq == 0:
+            for _ in range(config.gradient_steps):
+                metrics.add(run.agent.update(run.buffer.sample(config.batch_size)), prog.step)
+                prog.updates += 1
+
+        prog.wall_time_s = wall_before + time.perf_counter() - started
+        if crossed(before, prog.step, config.log_every):
+            metrics.check_finite()
+            fps = (prog.step - session_start_step) / max(time.perf_counter() - started, 1e-9)
+            log_training(run, logger, metrics, fps)
+            bar.update(prog.step - bar.n)
+            bar.set_postfix(ret=_last_return(run), refresh=False)
+        if crossed(before, prog.step, config.eval_every):
+            metrics.check_finite()
+            run_evaluation(run, logger, bar)
+        if crossed(before, prog.step, config.checkpoint_every):
+            checkpoint_pending = True
+        if checkpoint_pending and run.collector.at_episode_boundary:
+            metrics.check_finite()
+            save_checkpoint(run)
+            save_policy_snapshot(run)
+            checkpoint_pending = False
+        if stop["signal"]:
+            metrics.check_finite()
+            save_checkpoint(run)
+            raise Interrupted(
+                f"stopped by signal {stop['signal']} at step {prog.step}; checkpoint written"
+            )
+    metrics.check_finite()
+    bar.update(prog.step - bar.n)
+    bar.close()
+
+
+def _last_return(run: Run) -> str:
+    recent = run.collector.recent_returns
+    return f"{np.mean(recent):.1f}" if recent else "-"
+
+
+def log_training(run: Run, logger: RunLogger, metrics: Metrics, fps: float) -> None:
+    step, collector = run.progress.step, run.collector
+    values: dict[str, float] = {"time/fps": fps, "time/episodes": collector.episodes_finished}
+    if collector.recent_returns:
+        values["rollout/ep_rew_mean"] = float(np.mean(collector.recent_returns))
+        values["rollout/ep_len_mean"] = float(np.mean(collector.recent_lengths))
+    if metrics.count:
+        for name, value in metrics.pop_means().items():
+            values[f"train/{name}"] = value
+        values["train/learning_rate"] = run.agent.actor_optimizer.param_groups[0]["lr"]
+        values["train/critic_learning_rate"] = run.agent.critic_optimizer.param_groups[0]["lr"]
+        values["train/n_updates"] = run.progress.updates
+    distance = collector.pop_action_distance()
+    if distance is not None:
+        values["explore/action_distance"] = float(distance)
+    optimizer = run.agent.actor_optimizer
+    if isinstance(optimizer, VariationalOptimizer):
+        for name, sigma in zip(_actor_param_names(run), optimizer.posterior_std(), strict=True):
+            values[f"posterior/sigma_mean/{name}"] = float(sigma.mean())
+    logger.scalars(values, step)
+
+
+def _actor_param_names(run: Run) -> list[str]:
+    return [name.removeprefix("mu.") for name, _ in run.agent.actor.named_parameters()]
+
+
+def run_evaluation(run: Run, logger: RunLogger, bar: tqdm) -> dict[str, float]:
+    """Evaluate the mean actor; log, record the row, save the policy (best too)."""
+    prog, config = run.progress, run.config
+    result = evaluate(
+        run.agent.actor, run.eval_env, config.eval_episodes, config.seed + 10_000, run.device
+    )
+    row = {
+        "step": prog.step,
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "mean_ep_length": result.mean_length,
+        "episodes": len(result.returns),
+        "wall_time_s": prog.wall_time_s,
+    }
+    prog.evaluations.append(row)
+    write_evaluations(run.run_dir, prog.evaluations)
+    logger.scalars(
+        {"eval/mean_reward": result.mean_return, "eval/mean_ep_length": result.mean_length},
+        prog.step,
+    )
+    optimizer = run.agent.actor_optimizer
+    if isinstance(optimizer, VariationalOptimizer):
+        for name, sigma in zip(_actor_param_names(run), optimizer.posterior_std(), strict=True):
+            logger.histogram(f"posterior/sigma/{name}", sigma, prog.step)
+    logger.flush()
+    policy = {**run.agent.policy_state(), "step": prog.step}
+    layout.atomic_torch_save(policy, run.run_dir / layout.POLICIES / layout.LAST_POLICY)
+    if result.mean_return > prog.best_return:
+        prog.best_return = result.mean_return
+        layout.atomic_torch_save(policy, run.run_dir / layout.POLICIES / layout.BEST_POLICY)
+    bar.write(
+        f"step {prog.step:>9,}  eval return {result.mean_return:9.1f} ± {result.std_return:.1f}"
+        f"  (best {prog.best_return:.1f})"
+    )
+    return row
+
+
+def save_policy_snapshot(run: Run) -> None:
+    policy = {**run.agent.policy_state(), "step": run.progress.step}
+    layout.atomic_torch_save(policy, layout.policy_path(run.run_dir, run.progress.step))
+
+
+def finish(run: Run, logger: RunLogger) -> dict:
+    """Final evaluation (if the last one is stale), checkpoint, SB3 export, summary.json."""
+    prog = run.progress
+    if not prog.evaluations or prog.evaluations[-1]["step"] < prog.step:
+        run_evaluation(run, logger, tqdm(disable=True))
+    save_checkpoint(run)
+    save_policy_snapshot(run)
+    export_final_model(run)
+    final = prog.evaluations[-1]["mean_return"]
+    summary = {
+        "finished": True,
+        "total_steps": prog.step,
+        "wall_time_s": prog.wall_time_s,
+        "steps_per_s": prog.step / max(prog.wall_time_s, 1e-9),
+        "final_eval_return": final,
+        "best_eval_return": prog.best_return,
+    }
+    layout.atomic_write_text(run.run_dir / layout.SUMMARY, json.dumps(summary, indent=2))
+    return summary
+
+
+def export_final_model(run: Run) -> None:
+    """RUN_DIR/model.zip for Stable-Baselines3; a failure is reported, never fatal."""
+    try:
+        from vadam_rl.sb3_bridge import export_policy
+
+        state = run.agent.policy_state()
+        export_policy(
+            state["actor"],
+            state["critic"],
+            state["actor_target"],
+            state["critic_target"],
+            run.config,
+            run.run_dir / layout.MODEL_ZIP,
+        )
+    except Exception as err:  # the run itself succeeded; say why the zip is missing
+        warnings.warn(f"could not export {layout.MODEL_ZIP}: {err}", stacklevel=1)
