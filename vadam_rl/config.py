@@ -2,7 +2,8 @@
 
 A preset is a YAML mapping with the same nesting as ``TrainConfig``; unknown keys and values of
 the wrong type are rejected with ``ConfigError`` naming the key. ``--set actor.optimizer.lr=3e-4``
-overrides one field after the preset is loaded. The resolved config is saved with every run.
+(or its shortcut ``--set actor.lr=3e-4``) overrides one field after the preset is loaded. The
+resolved config is saved with every run.
 """
 
 from __future__ import annotations
@@ -239,6 +240,9 @@ def set_field(config: Any, dotted_key: str, value: Any) -> None:
         if not dataclasses.is_dataclass(target) or not hasattr(target, part):
             raise ConfigError(f"unknown config key {dotted_key!r}")
         target = getattr(target, part)
+    if isinstance(target, NetworkConfig) and not hasattr(target, leaf):
+        # Shortcut: actor.lr means actor.optimizer.lr (and so for every optimizer field).
+        target = target.optimizer
     if not dataclasses.is_dataclass(target) or leaf not in {
         f.name for f in dataclasses.fields(target)
     }:

@@ -1,0 +1,60 @@
+"""Shared fixtures: running the real CLI in a subprocess, small-network overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests run on 2 cores next to each other's subprocesses: one thread avoids oversubscription.
+torch.set_num_threads(1)
+
+# Small networks and budgets for CLI runs: behaviour, not learning, is under test there.
+TINY = [
+    "--set", "actor.hidden_sizes=[32,32]",
+    "--set", "critic.hidden_sizes=[32,32]",
+    "--set", "eval_episodes=2",
+]  # fmt: skip
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("MUJOCO_GL", "egl")
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """``vadam-rl ARGS`` in a fresh Python process, as a user would run it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "vadam_rl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"vadam-rl {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def popen_cli(*args: str, log: Path) -> subprocess.Popen:
+    """Start ``vadam-rl ARGS`` in the background, stdout+stderr into ``log``."""
+    handle = log.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "vadam_rl.cli", *args],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=cli_env(),
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def tiny_args() -> list[str]:
+    return list(TINY)

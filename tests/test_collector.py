@@ -1,0 +1,89 @@
+import gymnasium as gym
+import numpy as np
+import torch
+
+from vadam_rl.buffer import ReplayBuffer
+from vadam_rl.collector import RolloutCollector, episode_seed, make_vector_env
+from vadam_rl.exploration import NoExploration
+from vadam_rl.networks import Actor
+
+
+class ReachTheWall(gym.Env):
+    """Observation = step count; terminates at step 3 (a real terminal state)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([float(self.t)], np.float32), 1.0, self.t == 3, False, {}
+
+
+gym.register("vadam-test/ReachTheWall-v0", entry_point=ReachTheWall, max_episode_steps=10)
+
+
+def collector_for(env_id: str, num_envs: int = 1, capacity: int = 1000) -> RolloutCollector:
+    envs = make_vector_env(env_id, num_envs)
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    buffer = ReplayBuffer(capacity, obs_dim, act_dim)
+    exploration = NoExploration(Actor(obs_dim, act_dim, [8]))
+    return RolloutCollector(
+        envs,
+        buffer,
+        exploration,
+        seed=0,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def test_time_limit_truncation_is_stored_as_not_terminated_with_the_true_last_state():
+    collector = collector_for("Pendulum-v1")  # 200-step episodes, truncated, never terminated
+    collector.collect(210)
+    buffer = collector.buffer
+    assert buffer.terminated[:210].sum() == 0
+    # within an episode next_obs[t] == obs[t+1]; at the cut, next_obs is the last real state
+    torch.testing.assert_close(buffer.next_obs[:199], buffer.obs[1:200])
+    assert not torch.allclose(buffer.next_obs[199], buffer.obs[200])
+    assert list(collector.recent_lengths) == [200]
+
+
+def test_true_termination_is_stored_as_terminated():
+    collector = collector_for("vadam-test/ReachTheWall-v0")
+    collector.collect(6)
+    assert collector.buffer.terminated[:6, 0].tolist() == [0, 0, 1, 0, 0, 1]
+    assert collector.buffer.next_obs[:3, 0].tolist() == [1.0, 2.0, 3.0]
+    assert collector.buffer.obs[3, 0].item() == 0.0  # a new episode started
+    assert list(collector.recent_returns) == [3.0, 3.0]
+
+
+def test_random_phase_actions_are_uniform_in_the_squashed_box():
+    collector = collector_for("Pendulum-v1")
+    collector.collect(500, random_actions=True)
+    actions = collector.buffer.actions[:500]
+    assert actions.min() >= -1 and actions.max() <= 1 and actions.std() > 0.5
+
+
+def test_vector_envs_write_one_transition_per_env_per_step():
+    collector = collector_for("Pendulum-v1", num_envs=3)
+    collector.collect(10)
+    assert len(collector.buffer) == 30
+
+
+def test_every_episode_starts_from_its_own_seed():
+    collector = collector_for("Pendulum-v1", num_envs=2)
+    collector.collect(1)
+    starts = collector.buffer.obs[:2].numpy()
+    for env_index in range(2):
+        env = gym.make("Pendulum-v1")
+        expected, _ = env.reset(seed=episode_seed(0, env_index, 0))
+        np.testing.assert_allclose(starts[env_index], expected, rtol=1e-6)
+    assert episode_seed(0, 0, 1) != episode_seed(0, 0, 0) != episode_seed(1, 0, 0)

@@ -1,0 +1,91 @@
+import pytest
+
+from vadam_rl.config import ConfigError, apply_overrides, list_presets, load_preset
+
+PAPER_PRESETS = ["ddpg-vadam", "ddpg-adam", "ddpg-adam-plain", "ddpg-vadagrad", "ddpg-adam-explore"]
+
+
+def test_every_shipped_preset_loads():
+    for name in list_presets():
+        assert load_preset(name).agent == name
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_use_the_reference_code_settings(name):
+    config = load_preset(name)
+    assert config.env_id == "HalfCheetah-v5"
+    assert (config.batch_size, config.gamma, config.tau, config.buffer_size) == (
+        64,
+        0.99,
+        0.001,
+        1_000_000,
+    )
+    assert config.actor.hidden_sizes == [400, 300] and config.critic.hidden_sizes == [400, 300]
+    assert config.critic.action_layer == 1
+    assert config.critic.optimizer.name == "adam" and config.critic.optimizer.lr == 1e-3
+    assert (config.eval_every, config.eval_episodes) == (10_000, 20)
+
+
+def test_baselines_differ_from_vadam_only_in_actor_and_exploration():
+    vadam = load_preset("ddpg-vadam")
+    assert (vadam.actor.optimizer.name, vadam.exploration.kind) == ("vadam", "posterior")
+    assert (
+        vadam.actor.optimizer.precision_floor == 1e4
+        and vadam.actor.optimizer.prior_precision == 1e-8
+    )
+    assert (
+        load_preset("ddpg-adam").actor.optimizer.name,
+        load_preset("ddpg-adam").exploration.kind,
+    ) == ("adam", "gaussian")
+    assert load_preset("ddpg-adam-plain").exploration.kind == "none"
+    assert load_preset("ddpg-vadagrad").actor.optimizer.name == "vadagrad"
+    assert load_preset("ddpg-adam-explore").actor.optimizer.sigma_lr == 0.01
+
+
+def test_zoo_presets_use_an_sb3_loadable_critic():
+    for name in ("ddpg-vadam-zoo", "ddpg-adam-zoo"):
+        config = load_preset(name)
+        assert config.critic.action_layer == 0 and config.batch_size == 256
+
+
+def test_overrides_are_typed():
+    config = apply_overrides(
+        load_preset("ddpg-adam"),
+        ["actor.optimizer.lr=3e-4", "actor.hidden_sizes=[64, 64]", "total_steps=1_000"],
+    )
+    assert config.actor.optimizer.lr == 3e-4 and config.actor.hidden_sizes == [64, 64]
+    assert config.total_steps == 1000
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("actor.optimizer.lr=abc", "expected a number"),
+        ("actor.nonsense=1e-3", "unknown config key 'actor.nonsense'"),
+        ("nonsense=1", "unknown config key"),
+        ("batch_size=2.5", "expected an integer"),
+        ("exploration.kind=psychic", "expected one of"),
+        ("gamma=1.5", "gamma"),
+        ("no-equals-sign", "key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(load_preset("ddpg-adam"), [override])
+
+
+def test_optimizer_fields_have_a_shortcut_under_the_network():
+    config = apply_overrides(
+        load_preset("ddpg-vadam"), ["actor.lr=3e-4", "actor.train_set_size=100"]
+    )
+    assert config.actor.optimizer.lr == 3e-4 and config.actor.optimizer.train_set_size == 100
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="ddpg-vadam"):
+        load_preset("ddpg-nope")
+
+
+def test_posterior_exploration_needs_a_variational_actor():
+    with pytest.raises(ConfigError, match="variational"):
+        apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.name=adam"])
