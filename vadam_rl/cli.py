@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -30,61 +31,81 @@ from vadam_rl.errors import UserError
 EXTERNAL_COMMANDS = {
     "eval": "vadam_rl.sb3_bridge:eval_command",
     "export": "vadam_rl.sb3_bridge:export_command",
-    "import-sb3": "vadam_rl.cli_import:import_command",
     "report": "vadam_rl.report:report_command",
     "compare": "vadam_rl.compare:compare_command",
 }
 
 
-def train_command(
-    agent: str = "ddpg-vadam",
-    env: str | None = None,
-    seed: int | None = None,
-    total_steps: int | None = None,
-    log_dir: Path = Path("runs"),
-    run_name: str | None = None,
-    set: Annotated[  # the flag users type is --set
-        list[str], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="KEY=VALUE")
-    ] = [],  # noqa: B006 - tyro reads the default; it is never mutated
-    device: Literal["auto", "cpu", "cuda"] | None = None,
-    resume: Path | None = None,
-    progress: bool = True,
-) -> None:
-    """Train a DDPG agent from a preset (see `vadam-rl agents`).
+@dataclass
+class TrainArgs:
+    """Train a DDPG agent from a preset (see `vadam-rl agents`)."""
 
-    Args:
-        agent: Preset name from agents/ (ddpg-vadam, ddpg-adam, ddpg-adam-plain, ...).
-        env: Gymnasium env id with a Box action space (default: the preset's, HalfCheetah-v5).
-        seed: Random seed (default: the preset's, 0).
-        total_steps: Environment steps to train for (default: the preset's).
-        log_dir: Folder that receives the run directory.
-        run_name: Name of the run directory (default: AGENT_ENV_sSEED, made unique).
-        set: Override any config field, e.g. --set actor.optimizer.lr=3e-4 (repeatable).
-        device: auto (CUDA if present), cpu or cuda (default: the preset's, auto).
-        resume: Continue the interrupted run in this directory (other flags except
-            --total-steps and --device are taken from its config.yaml).
-        progress: Show a progress bar.
-    """
+    agent: str = "ddpg-vadam"
+    """Preset name from agents/ (ddpg-vadam, ddpg-adam, ddpg-adam-plain, ...)."""
+    env: str | None = None
+    """Gymnasium env id with a Box action space (default: the preset's, HalfCheetah-v5)."""
+    seed: int | None = None
+    """Random seed (default: the preset's, 0)."""
+    total_steps: int | None = None
+    """Environment steps to train for (default: the preset's)."""
+    log_dir: Path = Path("runs")
+    """Folder that receives the run directory."""
+    run_name: str | None = None
+    """Name of the run directory (default: AGENT_ENV_sSEED, made unique)."""
+    set: Annotated[list[str], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="KEY=VALUE")] = (
+        field(default_factory=list)
+    )
+    """Override a config field, e.g. --set actor.lr=3e-4 (repeatable)."""
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    """auto (CUDA if present), cpu or cuda (default: the preset's, auto)."""
+    resume: Path | None = None
+    """Continue the interrupted run in this directory (its config.yaml rules; only
+    --total-steps and --device may change)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class ImportArgs(TrainArgs):
+    """Start a run from a Stable-Baselines3 DDPG/TD3 MLP policy (e.g. to fine-tune it with
+    Vadam exploration). Network sizes come from the zip; the rest from the preset."""
+
+    model: tyro.conf.Positional[Path] = Path("model.zip")
+    """The SB3 zip to start from (loading it unpickles code: only open trusted files)."""
+    weights_only: bool = False
+    """Read only the zip's tensors (no unpickling); the env must then be given with --env."""
+
+
+def run_train(args: TrainArgs) -> None:
     from vadam_rl import run_dir as layout
     from vadam_rl.train import train
 
-    if resume is not None:
-        config = _resume_config(resume, total_steps, device)
+    initial_policy = None
+    if args.resume is not None:
+        config = _resume_config(args.resume, args.total_steps, args.device)
         if config is None:
             return
-        run_dir = resume
+        run_dir = args.resume
     else:
-        config = load_preset(agent, env)
-        if seed is not None:
-            config.seed = seed
-        if total_steps is not None:
-            config.total_steps = total_steps
-        if device is not None:
-            config.device = device
-        apply_overrides(config, list(set))
-        run_dir = _new_run_dir(log_dir, run_name, config)
+        config = load_preset(args.agent, args.env)
+        if isinstance(args, ImportArgs):
+            initial_policy = _import_policy(args, config)
+        if args.seed is not None:
+            config.seed = args.seed
+        if args.total_steps is not None:
+            config.total_steps = args.total_steps
+        if args.device is not None:
+            config.device = args.device
+        apply_overrides(config, list(args.set))
+        run_dir = _new_run_dir(args.log_dir, args.run_name, config)
     print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
-    summary = train(config, run_dir, resume=resume is not None, progress_bar=progress)
+    summary = train(
+        config,
+        run_dir,
+        resume=args.resume is not None,
+        progress_bar=args.progress,
+        initial_policy=initial_policy,
+    )
     print(
         f"finished {summary['total_steps']} steps in {summary['wall_time_s']:.0f} s "
         f"({summary['steps_per_s']:.0f} steps/s); final eval return "
@@ -92,6 +113,20 @@ def train_command(
     )
     if (run_dir / layout.MODEL_ZIP).is_file():
         print(f"SB3 model:     {run_dir / layout.MODEL_ZIP}")
+
+
+def _import_policy(args: ImportArgs, config: TrainConfig) -> dict:
+    from vadam_rl.sb3_zip import import_sb3
+
+    imported = import_sb3(args.model, weights_only=args.weights_only)
+    if args.env is None and imported.env_id is None:
+        raise UserError(f"{args.model} does not say which env it was trained on: pass --env")
+    imported.apply_to(config)
+    if args.env is not None:
+        config.env_id = args.env
+    for note in imported.notes:
+        print(f"note: {note}")
+    return imported.policy_file()
 
 
 def _resume_config(
@@ -146,14 +181,15 @@ def agents_command() -> None:
         print(f"{name:<{width}}  {description}")
 
 
-def _load(spec: str) -> Callable[..., None]:
+def _load(spec: str) -> Callable[..., object]:
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def _commands(wanted: str | None) -> dict[str, Callable[..., None]]:
-    commands: dict[str, Callable[..., None]] = {
-        "train": train_command,
+def _commands(wanted: str | None) -> dict[str, Callable[..., object]]:
+    commands: dict[str, Callable[..., object]] = {
+        "train": TrainArgs,
+        "import-sb3": ImportArgs,
         "agents": agents_command,
     }
     for name, spec in EXTERNAL_COMMANDS.items():
@@ -169,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     wanted = args[0] if args and not args[0].startswith("-") else None
     try:
-        tyro.extras.subcommand_cli_from_dict(_commands(wanted), prog="vadam-rl", args=args)
+        parsed = tyro.extras.subcommand_cli_from_dict(_commands(wanted), prog="vadam-rl", args=args)
+        if isinstance(parsed, TrainArgs):
+            run_train(parsed)
     except (UserError, ConfigError) as err:
         print(f"vadam-rl: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

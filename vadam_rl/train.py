@@ -165,6 +165,15 @@ def load_checkpoint(run: Run) -> None:
     ]
 
 
+def load_initial_policy(agent: DDPG, policy: dict) -> None:
+    """Start from given weights; optimizer state (and so Vadam's posterior) starts fresh."""
+    try:
+        for name in ("actor", "critic", "actor_target", "critic_target"):
+            getattr(agent, name).load_state_dict(policy[name])
+    except (KeyError, RuntimeError) as err:
+        raise UserError(f"the initial policy does not fit the configured networks: {err}") from None
+
+
 def check_finite_weights(agent: DDPG, step: int) -> None:
     for name, module in (("actor", agent.actor), ("critic", agent.critic)):
         for pname, p in module.named_parameters():
@@ -251,12 +260,23 @@ def stop_on_signals() -> Iterator[dict[str, int]]:
 
 
 def train(
-    config: TrainConfig, run_dir: Path, *, resume: bool = False, progress_bar: bool = True
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress_bar: bool = True,
+    initial_policy: dict | None = None,
 ) -> dict:
-    """Train to ``config.total_steps``; returns the summary written to summary.json."""
+    """Train to ``config.total_steps``; returns the summary written to summary.json.
+
+    ``initial_policy`` (a policy file's dict: actor, critic and their targets) replaces the
+    freshly initialised networks, e.g. weights imported from Stable-Baselines3.
+    """
     validate(config)
     run_dir = Path(run_dir)
     run = build_run(config, run_dir)
+    if initial_policy is not None:
+        load_initial_policy(run.agent, initial_policy)
     if resume:
         load_checkpoint(run)
     else:

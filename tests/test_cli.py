@@ -1,0 +1,161 @@
+"""The vadam-rl command line, run as a user runs it: in a subprocess, on real envs and files."""
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY, popen_cli, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+SB3_TAGS = {
+    "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/actor_loss",
+    "train/critic_loss", "train/learning_rate", "eval/mean_reward", "eval/mean_ep_length",
+}  # fmt: skip
+
+
+def wait_for(log: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text() if log.exists() else ""):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} never appeared in {log}:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def test_halfcheetah_run_writes_tensorboard_config_and_checkpoint(tmp_path: Path):
+    run_cli(
+        "train", "--agent", "ddpg-vadam", "--env", "HalfCheetah-v5", "--total-steps", "3000",
+        "--log-dir", str(tmp_path), "--run-name", "cheetah", "--no-progress", *TINY,
+        "--set", "learning_starts=1000", "--set", "eval_every=1500", "--set", "log_every=500",
+        "--set", "checkpoint_every=1000", check=True,
+    )  # fmt: skip
+    run = tmp_path / "cheetah"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["agent"] == "ddpg-vadam" and config["env_id"] == "HalfCheetah-v5"
+    assert config["actor"]["optimizer"]["name"] == "vadam"
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)  # no pickled code
+    assert checkpoint["progress"]["step"] == 3000
+    events = EventAccumulator(str(run), size_guidance={"histograms": 0, "scalars": 0}).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert tags >= SB3_TAGS
+    assert {"explore/action_distance", "posterior/sigma_mean/0.weight"} <= tags
+    assert "posterior/sigma/0.weight" in events.Tags()["histograms"]
+    assert [e.step for e in events.Scalars("eval/mean_reward")] == [1500, 3000]  # env steps
+    assert [e.value for e in events.Scalars("rollout/ep_len_mean")][-1] == 1000
+    sigmas = [e.value for e in events.Scalars("posterior/sigma_mean/0.weight")]
+    assert all(0 < s <= 0.01 for s in sigmas)  # the precision floor caps sigma at 1/sqrt(1e4)
+    assert json.loads((run / "summary.json").read_text())["finished"] is True
+
+
+def pendulum_args(log_dir: Path, name: str, steps: int = 4000) -> list[str]:
+    return [
+        "train", "--agent", "ddpg-vadam", "--env", "Pendulum-v1", "--total-steps", str(steps),
+        "--log-dir", str(log_dir), "--run-name", name, "--no-progress", *TINY,
+        "--set", "learning_starts=500", "--set", "eval_every=500", "--set", "checkpoint_every=1000",
+    ]  # fmt: skip
+
+
+def final_weights(run: Path, step: int) -> dict:
+    return torch.load(run / "policies" / f"step_{step}.pt", weights_only=True)
+
+
+def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path: Path):
+    run_cli(*pendulum_args(tmp_path, "whole"), check=True)
+    log = tmp_path / "killed.log"
+    process = popen_cli(*pendulum_args(tmp_path, "killed"), log=log)
+    wait_for(log, "step     2,500")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    run_cli("train", "--resume", str(tmp_path / "killed"), "--no-progress", check=True)
+
+    def returns(name: str) -> list[str]:
+        lines = (tmp_path / name / "evaluations.csv").read_text().splitlines()
+        return [line.split(",")[:3] for line in lines]  # step, mean and std of returns
+
+    assert returns("killed") == returns("whole")
+    whole, killed = (
+        final_weights(tmp_path / "whole", 4000),
+        final_weights(tmp_path / "killed", 4000),
+    )
+    for key in ("actor", "critic"):
+        assert all(torch.equal(whole[key][n], killed[key][n]) for n in whole[key])
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path):
+    log = tmp_path / "run.log"
+    process = popen_cli(*pendulum_args(tmp_path, "stopped", steps=100_000), log=log)
+    wait_for(log, "step     1,000")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    output = log.read_text()
+    assert "checkpoint written" in output and "--resume" in output and "Traceback" not in output
+    step = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["progress"]["step"]
+    assert step >= 1000
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path):
+    result = run_cli(
+        *pendulum_args(tmp_path, "diverged", steps=5000), "--set", "learning_starts=1000",
+        "--set", "checkpoint_every=200", "--set", "log_every=100", "--set", "critic.lr=1e38",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "non-finite" in result.stderr and "critic_loss" in result.stderr
+    assert "Traceback" not in result.stderr
+    checkpoint = torch.load(tmp_path / "diverged" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["progress"]["step"] <= 1200
+    assert all(torch.isfinite(w).all() for w in checkpoint["agent"]["critic"].values())
+    assert not (tmp_path / "diverged" / "summary.json").exists()
+
+
+BAD_INPUT = {
+    "unknown env": (["--env", "HalfCheetah-v9"], "unknown environment id"),
+    "discrete actions": (["--env", "CartPole-v1"], "Box action space"),
+    "unknown preset": (["--agent", "ddpg-nope"], "unknown agent preset"),
+    "unknown key": (["--set", "actor.nonsense=1"], "unknown config key"),
+    "wrong type": (["--set", "actor.lr=abc"], "expected a number"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(case: str, tmp_path: Path):
+    args, message = BAD_INPUT[case]
+    result = run_cli("train", "--log-dir", str(tmp_path / "runs"), "--no-progress", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_of_a_missing_run_dir_is_a_clear_error(tmp_path: Path):
+    result = run_cli("train", "--resume", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "not a directory" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_resume_of_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
+    run_cli(*pendulum_args(tmp_path, "run", steps=1000), check=True)
+    run = tmp_path / "run"
+    (run / "summary.json").unlink()
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    before = sorted(p.name for p in run.iterdir())
+    result = run_cli("train", "--resume", str(run))
+    assert (
+        result.returncode == 2 and "corrupt" in result.stderr and "Traceback" not in result.stderr
+    )
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_agents_lists_every_preset():
+    result = run_cli("agents", check=True)
+    for name in [
+        "ddpg-vadam",
+        "ddpg-adam",
+        "ddpg-adam-plain",
+        "ddpg-vadagrad",
+        "ddpg-adam-explore",
+    ]:
+        assert name in result.stdout
