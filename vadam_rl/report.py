@@ -1,0 +1,760 @@
+"""``vadam-rl report RUNS_DIR``: learning curves, final returns and tables over seeds.
+
+Reads every run directory below RUNS_DIR (see ``run_dir``), groups the runs by (env, method),
+where the method is the preset name saved in ``config.yaml`` (``agent``), and writes to
+RUNS_DIR/report (or ``out``):
+
+- ``learning_curves.png``: mean evaluation return of the mean actor vs env steps, per method,
+  with a 95% bootstrap band over seeds;
+- ``final_returns.png``: per method, the final return of every seed (dots) and their IQM with
+  its 95% bootstrap interval (the rliable picture);
+- ``results.md`` / ``results.csv``: per method seeds, final mean ± std, IQM [CI], mean [CI],
+  best, steps, wall-clock, steps/s; the difference of mean final returns of every method
+  against ``ddpg-adam-plain`` and ``ddpg-adam`` with its bootstrap interval; the reference
+  code's published HalfCheetah numbers as labelled reference rows.
+
+Definitions, chosen so that a number means the same in every report:
+
+- *final return* of a seed: ``mean_return`` of its last evaluation (the test return of the
+  noise-free mean actor at the end of training, as the paper and the reference code report
+  it). ``final_evals=k`` averages the last k evaluations instead, which is less noisy but
+  mixes in earlier policies; the report states which one it used.
+- *curves*: seeds are put on a common grid of env steps, the union of their evaluation
+  steps within the range every seed covers, each seed's curve linearly interpolated onto it.
+  Runs of one preset normally evaluate at identical steps, and then the grid is exactly those
+  steps and nothing is interpolated; with ``num_envs > 1`` or a changed ``eval_every`` the
+  steps differ slightly, and interpolation keeps every seed in every point of the band.
+- *intervals*: 95% percentile bootstrap over seeds, 10,000 resamples, fixed seed (``stats``).
+- only finished runs (``summary.json``) count unless ``include_unfinished``; the others are
+  listed as skipped with the reason, as are unreadable ones (with a warning, no traceback).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tyro
+import yaml
+
+from vadam_rl import run_dir as layout
+from vadam_rl import stats
+from vadam_rl.errors import UserError
+
+LEARNING_CURVES = "learning_curves.png"
+FINAL_RETURNS = "final_returns.png"
+RESULTS_MD = "results.md"
+RESULTS_CSV = "results.csv"
+REPORT_DIR = "report"
+
+# Listed in this order in tables and plots; other presets follow alphabetically.
+METHOD_ORDER = ("ddpg-vadam", "ddpg-vadagrad", "ddpg-adam-explore", "ddpg-adam", "ddpg-adam-plain")
+# Every other method is compared against each of these that is present.
+BASELINES = ("ddpg-adam-plain", "ddpg-adam")
+
+CSV_COLUMNS = (
+    "kind",  # method | difference | reference
+    "env_id",
+    "method",
+    "baseline",  # difference rows: the method subtracted
+    "seeds",
+    "steps",
+    "final_mean",  # difference rows: mean(method) - mean(baseline)
+    "final_std",
+    "final_se",
+    "mean_ci_low",
+    "mean_ci_high",
+    "iqm",
+    "iqm_ci_low",
+    "iqm_ci_high",
+    "best",
+    "wall_clock_s",
+    "steps_per_s",
+    "note",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Reference numbers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """A published number of the reference code, shown next to ours but never mixed in."""
+
+    method: str
+    preset: str
+    steps: int
+    seeds: int
+    final_mean: float
+    final_se: float | None
+    note: str = ""
+
+
+REFERENCE_SOURCE = (
+    "emtiyaz/vadam, tensorflow_RL (TensorFlow 1.2, gym HalfCheetah-v1, seeds 0-4, test return "
+    "of the mean actor over 20 episodes, every 10 training episodes). Numbers as quoted in "
+    "issue 5: the per-seed result/*.npy files are binary and could not be read here, so they "
+    "are not recomputed. Note that the shaded band of the reference figure "
+    "(plot_halfcheetah.py) is the std over the 20 test episodes of the seed-averaged return, "
+    "not a spread over seeds."
+)
+REFERENCE = (
+    ReferenceResult("Vadam", "ddpg-vadam", 3_000_000, 5, 4368.0, 245.0),
+    ReferenceResult("Adam-Explore", "ddpg-adam-explore", 3_000_000, 5, 4336.0, 865.0),
+    ReferenceResult("VadaGrad", "ddpg-vadagrad", 3_000_000, 5, 3564.0, 383.0),
+    ReferenceResult("Adam-Plain", "ddpg-adam-plain", 3_000_000, 5, 3147.0, 1225.0),
+    ReferenceResult("Vadam", "ddpg-vadam", 1_000_000, 5, 2999.0, None),
+    ReferenceResult("Adam-Plain", "ddpg-adam-plain", 1_000_000, 5, 2328.0, None),
+    ReferenceResult(
+        "Vadam", "ddpg-vadam", 3_000_000, 5, 4244.0, None, "re-run, same seeds (HalfCheetah-v1_2nd)"
+    ),
+    ReferenceResult(
+        "Adam-Plain",
+        "ddpg-adam-plain",
+        3_000_000,
+        5,
+        4571.0,
+        None,
+        "re-run, same seeds (HalfCheetah-v1_2nd)",
+    ),
+)
+REFERENCE_ENV = "HalfCheetah-v1"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading runs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One run directory as the report sees it.
+
+    ``steps``/``returns`` (``(n_evals,)``) are the evaluation curve of the mean actor;
+    ``skip_reason`` is set when the run cannot enter the aggregates (and says why).
+    """
+
+    path: Path
+    method: str | None = None
+    env_id: str | None = None
+    seed: int | None = None
+    total_steps: int | None = None
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eval_wall_time_s: float | None = None
+    summary: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    skip_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.summary and self.summary.get("finished"))
+
+    def final_return(self, final_evals: int = 1) -> float:
+        """Mean of the last ``final_evals`` evaluation returns (1: the last evaluation)."""
+        return float(np.mean(self.returns[-final_evals:]))
+
+    @property
+    def wall_time_s(self) -> float:
+        if self.summary and "wall_time_s" in self.summary:
+            return float(self.summary["wall_time_s"])
+        return float(self.eval_wall_time_s or math.nan)
+
+    @property
+    def steps_per_s(self) -> float:
+        if self.summary and "steps_per_s" in self.summary:
+            return float(self.summary["steps_per_s"])
+        return float(self.steps[-1] / self.wall_time_s) if self.wall_time_s else math.nan
+
+
+class _Unreadable(Exception):
+    """A file of the run exists but cannot be parsed."""
+
+
+def find_run_dirs(runs_dir: Path) -> list[Path]:
+    """Every folder at or below ``runs_dir`` holding a config, evaluations or summary file."""
+    markers = {layout.CONFIG, layout.EVALUATIONS, layout.SUMMARY}
+    found = []
+    for root, dirs, files in os.walk(runs_dir):
+        if markers & set(files):
+            found.append(Path(root))
+            dirs.clear()  # a run's own subfolders (policies/) hold no runs
+        dirs.sort()
+    return sorted(found)
+
+
+def load_runs(runs_dir: Path, *, include_unfinished: bool = False) -> list[Run]:
+    """Read every run directory below ``runs_dir``; unusable ones carry a ``skip_reason``.
+
+    A run without evaluations yet, or (unless ``include_unfinished``) without a finished
+    ``summary.json``, is skipped quietly; a run whose files cannot be parsed is skipped with a
+    warning. Nothing here raises for a bad run.
+    """
+    runs = []
+    for path in find_run_dirs(Path(runs_dir)):
+        run = Run(path)
+        try:
+            _read_run(run)
+        except _Unreadable as err:
+            run.skip_reason = f"unreadable: {err}"
+            warnings.warn(f"skipping {path}: {run.skip_reason}", stacklevel=2)
+        if run.skip_reason is None:
+            run.skip_reason = _skip_reason(run, include_unfinished)
+        runs.append(run)
+    return runs
+
+
+def _read_run(run: Run) -> None:
+    config_path = run.path / layout.CONFIG
+    if not config_path.is_file():
+        raise _Unreadable(f"no {layout.CONFIG}")
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise _Unreadable(f"{layout.CONFIG}: {_one_line(err)}") from None
+    if not isinstance(config, dict):
+        raise _Unreadable(f"{layout.CONFIG} is not a mapping")
+    try:
+        run.method = str(config["agent"])
+        run.env_id = str(config["env_id"])
+        run.seed = int(config["seed"])
+        run.total_steps = int(config["total_steps"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise _Unreadable(f"{layout.CONFIG} lacks a valid {_one_line(err)}") from None
+    run.config = config
+    _read_evaluations(run)
+    summary_path = run.path / layout.SUMMARY
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError) as err:
+            raise _Unreadable(f"{layout.SUMMARY}: {_one_line(err)}") from None
+        if not isinstance(summary, dict):
+            raise _Unreadable(f"{layout.SUMMARY} is not a JSON object")
+        run.summary = summary
+
+
+def _read_evaluations(run: Run) -> None:
+    path = run.path / layout.EVALUATIONS
+    if not path.is_file():
+        return
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        steps = np.array([float(row["step"]) for row in rows])
+        returns = np.array([float(row["mean_return"]) for row in rows])
+        wall = [float(row["wall_time_s"]) for row in rows if row.get("wall_time_s")]
+    except (OSError, KeyError, TypeError, ValueError, csv.Error) as err:
+        raise _Unreadable(f"{layout.EVALUATIONS}: {_one_line(err)}") from None
+    if not np.all(np.isfinite(returns)) or not np.all(np.isfinite(steps)):
+        raise _Unreadable(f"{layout.EVALUATIONS} holds non-finite values")
+    if np.any(np.diff(steps) <= 0):
+        raise _Unreadable(f"{layout.EVALUATIONS}: steps are not increasing")
+    run.steps, run.returns = steps, returns
+    run.eval_wall_time_s = wall[-1] if wall else None
+
+
+def _skip_reason(run: Run, include_unfinished: bool) -> str | None:
+    if run.returns.size == 0:
+        return "no evaluations yet"
+    if not run.finished and not include_unfinished:
+        return (
+            f"not finished (last evaluation at step {int(run.steps[-1])} of {run.total_steps}); "
+            "resume it or pass --include-unfinished"
+        )
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregates
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodResult:
+    """One method on one env, aggregated over its seeds."""
+
+    env_id: str
+    method: str
+    seeds: list[int]
+    paths: list[Path]
+    final_returns: np.ndarray  # (n_seeds,)
+    mean: stats.Estimate
+    iqm: stats.Estimate
+    std: float
+    se: float
+    best: float  # mean over seeds of each seed's best evaluation
+    final_steps: list[int]
+    wall_clock_s: float  # mean per run
+    steps_per_s: float  # mean per run
+    curve_steps: np.ndarray  # (n_grid,)
+    curves: np.ndarray  # (n_seeds, n_grid)
+
+    def steps_label(self, thousands: str = "") -> str:
+        """The seeds' final env step, or its range when the seeds stopped at different steps."""
+        low, high = (f"{s:{thousands}d}" for s in (min(self.final_steps), max(self.final_steps)))
+        return low if low == high else f"{low}-{high}"
+
+
+@dataclass
+class Difference:
+    """Mean final return of ``method`` minus that of ``baseline`` (same env)."""
+
+    env_id: str
+    method: str
+    baseline: str
+    estimate: stats.Estimate
+    n_method: int
+    n_baseline: int
+
+
+@dataclass
+class ReportResult:
+    """What ``write_report`` computed and where it wrote it."""
+
+    out_dir: Path
+    methods: list[MethodResult]
+    differences: list[Difference]
+    skipped: list[Run]
+    notes: list[str]
+    table: str  # the markdown of results.md
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def aligned_curves(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
+    """Put the seeds' evaluation curves on one grid of env steps.
+
+    The grid is the union of all evaluation steps inside the range every run covers
+    (from the latest first evaluation to the earliest last one); each run is linearly
+    interpolated onto it. Returns ``(steps: (n_grid,), returns: (n_runs, n_grid))``.
+    """
+    start = max(float(run.steps[0]) for run in runs)
+    stop = min(float(run.steps[-1]) for run in runs)
+    grid = np.unique(np.concatenate([run.steps for run in runs]))
+    grid = grid[(grid >= start) & (grid <= stop)]
+    return grid, np.stack([np.interp(grid, run.steps, run.returns) for run in runs])
+
+
+def aggregate(runs: list[Run], final_evals: int = 1) -> MethodResult:
+    """Statistics of one (env, method) group of usable runs."""
+    runs = sorted(runs, key=lambda run: (run.seed, str(run.path)))
+    finals = np.array([run.final_return(final_evals) for run in runs])
+    grid, curves = aligned_curves(runs)
+    return MethodResult(
+        env_id=str(runs[0].env_id),
+        method=str(runs[0].method),
+        seeds=[int(run.seed or 0) for run in runs],
+        paths=[run.path for run in runs],
+        final_returns=finals,
+        mean=stats.bootstrap_ci(finals, stats.mean),
+        iqm=stats.bootstrap_ci(finals, stats.iqm),
+        std=stats.sample_std(finals),
+        se=stats.standard_error(finals),
+        best=float(np.mean([run.returns.max() for run in runs])),
+        final_steps=[int(run.steps[-1]) for run in runs],
+        wall_clock_s=float(np.mean([run.wall_time_s for run in runs])),
+        steps_per_s=float(np.mean([run.steps_per_s for run in runs])),
+        curve_steps=grid,
+        curves=curves,
+    )
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    order = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return order, method
+
+
+def differences(results: list[MethodResult]) -> list[Difference]:
+    """Every method against each baseline present on the same env (each pair once)."""
+    out: list[Difference] = []
+    done: set[frozenset[str]] = set()
+    for env_id in sorted({r.env_id for r in results}):
+        by_method = {r.method: r for r in results if r.env_id == env_id}
+        for baseline in (b for b in BASELINES if b in by_method):
+            for method, result in by_method.items():
+                pair = frozenset((env_id + "/" + method, env_id + "/" + baseline))
+                if method == baseline or pair in done:
+                    continue
+                done.add(pair)
+                base = by_method[baseline]
+                estimate = stats.difference_ci(result.final_returns, base.final_returns)
+                n_method, n_baseline = len(result.seeds), len(base.seeds)
+                out.append(Difference(env_id, method, baseline, estimate, n_method, n_baseline))
+    return out
+
+
+def config_differences(runs: list[Run]) -> list[str]:
+    """Config keys (dotted) whose values differ between runs of one group, seed aside."""
+    flat = [_flatten(run.config) for run in runs]
+    keys = sorted(set().union(*flat) - {"seed", "device"})
+    return [key for key in keys if len({repr(f.get(key)) for f in flat}) > 1]
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _notes(groups: dict[tuple[str, str], list[Run]], final_evals: int) -> list[str]:
+    """What a reader must know to trust the table: mixed configs, repeated seeds, budgets."""
+    notes = []
+    if final_evals > 1:
+        notes.append(f"Final return = mean of each seed's last {final_evals} evaluations.")
+    for (env_id, method), runs in groups.items():
+        keys = config_differences(runs)
+        if keys:
+            notes.append(
+                f"{method} on {env_id}: the runs differ in {', '.join(keys)}; they are "
+                "aggregated together because they share the preset name."
+            )
+        seeds = [run.seed for run in runs]
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1}, key=lambda s: s or 0)
+        if repeated:
+            notes.append(
+                f"{method} on {env_id}: seed(s) {', '.join(map(str, repeated))} appear in "
+                "more than one run directory; each directory counts as one sample."
+            )
+    return notes
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _with_ci(estimate: stats.Estimate, signed: bool = False) -> str:
+    value = f"{estimate.value:+.1f}" if signed else f"{estimate.value:.1f}"
+    if not math.isfinite(estimate.low):
+        return f"{value} [n/a]"
+    return f"{value} [{estimate.low:.1f}, {estimate.high:.1f}]"
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "n/a"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"{len(seeds)} ({', '.join(map(str, seeds))})"
+
+
+def render_markdown(result: ReportResult, runs_dir: Path, final_evals: int) -> str:
+    """The text of results.md (also printed to the terminal)."""
+    final = "last evaluation" if final_evals == 1 else f"mean of the last {final_evals} evals"
+    lines = [
+        f"# Results: {runs_dir}",
+        "",
+        f"Final return: evaluation return of the mean (noise-free) actor, {final}, per seed. "
+        f"Intervals: 95% percentile bootstrap over seeds ({stats.N_RESAMPLES:,} resamples, "
+        f"seed {stats.BOOTSTRAP_SEED}). std: sample std over seeds. best: mean over seeds of "
+        "each seed's best evaluation. wall-clock and steps/s: mean per run.",
+    ]
+    for env_id in sorted({r.env_id for r in result.methods}):
+        lines += [
+            "",
+            f"## {env_id}",
+            "",
+            "| method | seeds | final mean ± std | IQM [95% CI] | mean [95% CI] | best | steps "
+            "| wall-clock | steps/s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in (r for r in result.methods if r.env_id == env_id):
+            lines.append(
+                f"| {r.method} | {_seeds(r.seeds)} | {_num(r.mean.value)} ± {_num(r.std)} "
+                f"| {_with_ci(r.iqm)} | {_with_ci(r.mean)} | {_num(r.best)} | {r.steps_label(',')} "
+                f"| {_duration(r.wall_clock_s)} | {_num(r.steps_per_s, 0)} |"
+            )
+        diffs = [d for d in result.differences if d.env_id == env_id]
+        if diffs:
+            lines += [
+                "",
+                "Difference of mean final returns (seeds resampled independently per method):",
+                "",
+                "| difference | value [95% CI] | seeds | CI excludes 0 |",
+                "|---|---|---|---|",
+            ]
+            for d in diffs:
+                excludes = (
+                    "n/a"
+                    if not math.isfinite(d.estimate.low)
+                    else ("yes" if d.estimate.excludes_zero() else "no")
+                )
+                lines.append(
+                    f"| {d.method} − {d.baseline} | {_with_ci(d.estimate, signed=True)} "
+                    f"| {d.n_method} vs {d.n_baseline} | {excludes} |"
+                )
+    lines += [
+        "",
+        f"## Reference: the paper's code on {REFERENCE_ENV} (not measured here)",
+        "",
+        REFERENCE_SOURCE,
+        "",
+        "| method (reference) | preset here | env | steps | seeds | final return | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ref in REFERENCE:
+        value = f"{ref.final_mean:.0f}" + (
+            f" ± {ref.final_se:.0f} (s.e.)" if ref.final_se is not None else ""
+        )
+        lines.append(
+            f"| {ref.method} | {ref.preset} | {REFERENCE_ENV} | {ref.steps:,} | {ref.seeds} "
+            f"| {value} | {ref.note} |"
+        )
+    if result.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
+    if result.skipped:
+        lines += ["", "## Skipped runs", ""]
+        lines += [f"- `{run.path}`: {run.skip_reason}" for run in result.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(result: ReportResult) -> str:
+    """results.csv: one row per method, per difference and per reference number."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in result.methods:
+        writer.writerow(
+            {
+                "kind": "method",
+                "env_id": r.env_id,
+                "method": r.method,
+                "seeds": len(r.seeds),
+                "steps": r.steps_label(),
+                "final_mean": r.mean.value,
+                "final_std": r.std,
+                "final_se": r.se,
+                "mean_ci_low": r.mean.low,
+                "mean_ci_high": r.mean.high,
+                "iqm": r.iqm.value,
+                "iqm_ci_low": r.iqm.low,
+                "iqm_ci_high": r.iqm.high,
+                "best": r.best,
+                "wall_clock_s": r.wall_clock_s,
+                "steps_per_s": r.steps_per_s,
+                "note": "seeds " + " ".join(map(str, r.seeds)),
+            }
+        )
+    for d in result.differences:
+        writer.writerow(
+            {
+                "kind": "difference",
+                "env_id": d.env_id,
+                "method": d.method,
+                "baseline": d.baseline,
+                "seeds": f"{d.n_method} vs {d.n_baseline}",
+                "final_mean": d.estimate.value,
+                "mean_ci_low": d.estimate.low,
+                "mean_ci_high": d.estimate.high,
+                "note": "mean(method) - mean(baseline), independent bootstrap",
+            }
+        )
+    for ref in REFERENCE:
+        writer.writerow(
+            {
+                "kind": "reference",
+                "env_id": REFERENCE_ENV,
+                "method": ref.preset,
+                "seeds": ref.seeds,
+                "steps": ref.steps,
+                "final_mean": ref.final_mean,
+                "final_se": "" if ref.final_se is None else ref.final_se,
+                "note": f"{ref.method}, reference code, as quoted in issue 5"
+                + (f"; {ref.note}" if ref.note else ""),
+            }
+        )
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Figures (matplotlib's object API: no pyplot, no display, no global backend switch)
+# --------------------------------------------------------------------------------------------
+
+
+def _colors(methods: list[MethodResult]) -> dict[str, str]:
+    names = sorted({r.method for r in methods}, key=method_sort_key)
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
+def plot_learning_curves(methods: list[MethodResult], path: Path) -> None:
+    """Mean evaluation return vs env steps per method, 95% bootstrap band; a panel per env."""
+    from matplotlib.figure import Figure
+
+    envs = sorted({r.env_id for r in methods})
+    colors = _colors(methods)
+    fig = Figure(figsize=(6.4 * len(envs), 4.6), layout="constrained")
+    for ax, env_id in zip(fig.subplots(1, len(envs), squeeze=False)[0], envs, strict=True):
+        for r in (r for r in methods if r.env_id == env_id):
+            center, low, high = stats.curve_band(r.curves)
+            marker = "o" if r.curve_steps.size <= 20 else None
+            ax.plot(
+                r.curve_steps,
+                center,
+                color=colors[r.method],
+                marker=marker,
+                markersize=3,
+                label=f"{r.method} ({len(r.seeds)} seeds)",
+            )
+            if len(r.seeds) > 1:
+                ax.fill_between(r.curve_steps, low, high, color=colors[r.method], alpha=0.2)
+        ax.set_title(env_id)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return (mean actor)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+    fig.suptitle("Mean over seeds with 95% bootstrap confidence band")
+    fig.savefig(path, dpi=120)
+
+
+def plot_final_returns(methods: list[MethodResult], path: Path, final_evals: int = 1) -> None:
+    """Per method: every seed's final return (dots) and the IQM with its 95% CI (bar)."""
+    from matplotlib.figure import Figure
+
+    envs = sorted({r.env_id for r in methods})
+    colors = _colors(methods)
+    rows = max(sum(r.env_id == env_id for r in methods) for env_id in envs)
+    fig = Figure(figsize=(6.4 * len(envs), 1.6 + 0.7 * rows), layout="constrained")
+    for ax, env_id in zip(fig.subplots(1, len(envs), squeeze=False)[0], envs, strict=True):
+        group = [r for r in methods if r.env_id == env_id]
+        ys = np.arange(len(group))[::-1]  # first method on top
+        for y, r in zip(ys, group, strict=True):
+            jitter = np.linspace(-0.18, 0.18, len(r.seeds)) if len(r.seeds) > 1 else [0.0]
+            ax.scatter(
+                r.final_returns, y + np.asarray(jitter), color=colors[r.method], alpha=0.55, s=22
+            )
+            xerr = None
+            if math.isfinite(r.iqm.low):
+                xerr = [[r.iqm.value - r.iqm.low], [r.iqm.high - r.iqm.value]]
+            ax.errorbar(
+                [r.iqm.value], [y], xerr=xerr, fmt="D", color=colors[r.method],
+                markeredgecolor="black", markersize=8, capsize=5, elinewidth=2.5,
+            )  # fmt: skip
+        ax.set_yticks(ys, labels=[f"{r.method} (n={len(r.seeds)})" for r in group])
+        ax.set_ylim(-0.6, len(group) - 0.4)
+        which = "last evaluation" if final_evals == 1 else f"mean of last {final_evals} evals"
+        ax.set_xlabel(f"final return ({which})")
+        ax.set_title(env_id)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Dots: seeds.  Diamond and bar: IQM with 95% bootstrap CI")
+    fig.savefig(path, dpi=120)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(
+    runs_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    final_evals: int = 1,
+    include_unfinished: bool = False,
+) -> ReportResult:
+    """Aggregate the runs below ``runs_dir`` and write the figures and tables to ``out_dir``.
+
+    ``out_dir`` defaults to ``runs_dir/report``. Raises ``UserError`` when ``runs_dir`` is not
+    a folder or holds no usable run; individual bad runs are skipped, never fatal.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"{runs_dir} is not a directory")
+    if final_evals < 1:
+        raise UserError(f"final_evals must be >= 1, got {final_evals}")
+    runs = load_runs(runs_dir, include_unfinished=include_unfinished)
+    skipped = [run for run in runs if run.skip_reason is not None]
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.skip_reason is None:
+            groups[(str(run.env_id), str(run.method))].append(run)
+    if not groups:
+        why = ""
+        if skipped:
+            why = f"; {len(skipped)} skipped, e.g. {skipped[0].path}: {skipped[0].skip_reason}"
+        raise UserError(f"no usable runs below {runs_dir}{why}")
+    keys = sorted(groups, key=lambda key: (key[0], method_sort_key(key[1])))
+    methods = [aggregate(groups[key], final_evals) for key in keys]
+    out_dir = Path(out_dir) if out_dir is not None else runs_dir / REPORT_DIR
+    result = ReportResult(
+        out_dir=out_dir,
+        methods=methods,
+        differences=differences(methods),
+        skipped=skipped,
+        notes=_notes({key: groups[key] for key in keys}, final_evals),
+        table="",
+    )
+    result.table = render_markdown(result, runs_dir, final_evals)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.files = {
+        "learning_curves": out_dir / LEARNING_CURVES,
+        "final_returns": out_dir / FINAL_RETURNS,
+        "results_md": out_dir / RESULTS_MD,
+        "results_csv": out_dir / RESULTS_CSV,
+    }
+    plot_learning_curves(methods, result.files["learning_curves"])
+    plot_final_returns(methods, result.files["final_returns"], final_evals)
+    layout.atomic_write_text(result.files["results_md"], result.table)
+    layout.atomic_write_text(result.files["results_csv"], render_csv(result))
+    return result
+
+
+def report_command(
+    runs_dir: tyro.conf.Positional[Path],
+    out: Path | None = None,
+    final_evals: int = 1,
+    include_unfinished: bool = False,
+) -> None:
+    """Aggregate the runs below RUNS_DIR: learning curves, final returns, tables with CIs.
+
+    Writes learning_curves.png, final_returns.png, results.md and results.csv and prints the
+    table. Confidence intervals are 95% percentile bootstraps over seeds.
+
+    Args:
+        runs_dir: Folder holding run directories (any depth), e.g. runs/compare.
+        out: Where to write the report (default: RUNS_DIR/report).
+        final_evals: Final return = mean of each seed's last k evaluations (1: the last one,
+            as the paper reports it).
+        include_unfinished: Also aggregate runs that have not finished (their latest
+            evaluation counts as final), e.g. to look at a grid that is still running.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped runs are listed below, with their reason
+        result = write_report(
+            runs_dir, out, final_evals=final_evals, include_unfinished=include_unfinished
+        )
+    print(result.table)
+    for run in result.skipped:
+        print(f"skipped {run.path}: {run.skip_reason}", file=sys.stderr)
+    print(
+        f"report written to {result.out_dir}/ ({', '.join(p.name for p in result.files.values())})"
+    )
