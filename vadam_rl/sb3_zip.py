@@ -1,0 +1,389 @@
+"""Reading SB3 DDPG/TD3 zips: ``load_sb3`` (to evaluate) and ``import_sb3`` (to train from).
+
+An SB3 zip (``BaseAlgorithm.save``) holds ``data`` (JSON; objects that JSON cannot hold, such as
+the spaces and the policy class, are *cloudpickled* into base64 strings), ``policy.pth`` (the
+policy's state dict), one ``*.optimizer.pth`` per optimizer and ``pytorch_variables.pth``. The
+``.pth`` files are tensors only (SB3 loads them with ``torch.load(weights_only=True)``); the
+pickles in ``data`` run code when loaded. ``read_sb3_zip`` reads the JSON as plain JSON and
+``policy.pth`` as weights, and unpickles nothing but the two spaces, and those only when asked.
+
+SB3's TD3Policy (DDPG uses it with one critic) names its modules as our networks do:
+
+    SB3 policy.pth key            vadam-rl module / key
+    actor.mu.{0,2,4}.*            Actor.mu.{0,2,4}.*  (Linear, ReLU, ..., Linear, Tanh)
+    actor_target.mu.*             actor_target (an Actor)
+    critic.qf0.{0,2,4}.*          Critic(action_layer=0).qf0.*  (input: cat(obs, action))
+    critic.qf1.*                  TD3's second critic: no counterpart, dropped on import
+    critic_target.qf0.*           critic_target (a Critic)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vadam_rl.config import NetworkConfig, TrainConfig
+from vadam_rl.errors import UserError
+from vadam_rl.networks import Actor, Critic
+
+TD3_POLICY_MODULE = "stable_baselines3.td3.policies"
+"""Where DDPG's and TD3's policy classes live (DDPG reuses TD3Policy)."""
+METADATA_KEY = "vadam_rl_metadata"
+"""Attribute of exported models that SB3 saves in ``data`` as plain JSON (env id, step, ...)."""
+
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    ValueError,  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    RuntimeError,
+    pickle.UnpicklingError,
+)
+
+
+@dataclass
+class Sb3Zip:
+    """What ``read_sb3_zip`` found in a DDPG/TD3 MLP zip."""
+
+    policy_state: dict[str, Tensor]
+    """``policy.pth``: the TD3Policy state dict on the CPU (keys as in the module docstring)."""
+    data: dict[str, Any]
+    """The ``data`` JSON as plain JSON: pickled entries stay base64 strings, never unpickled."""
+    sb3_version: str | None
+    observation_space: gym.spaces.Space | None = None
+    """Unpickled from ``data`` unless read weights-only (then None)."""
+    action_space: gym.spaces.Space | None = None
+
+    @property
+    def n_critics(self) -> int:
+        return sum(f"critic.qf{i}.0.weight" in self.policy_state for i in range(16))
+
+    @property
+    def algorithm(self) -> str:
+        """DDPG = TD3 with one critic, no policy delay and no target smoothing (SB3's ddpg.py)."""
+        is_ddpg = (
+            self.n_critics == 1
+            and self.data.get("policy_delay") == 1
+            and self.data.get("target_noise_clip") == 0.0
+        )
+        return "DDPG" if is_ddpg else "TD3"
+
+    @property
+    def exporter_metadata(self) -> dict[str, Any]:
+        """What ``export_policy`` recorded (env id, step, ...); empty for other SB3 zips."""
+        metadata = self.data.get(METADATA_KEY)
+        return metadata if isinstance(metadata, dict) else {}
+
+
+def read_sb3_zip(path: Path, weights_only: bool = False) -> Sb3Zip:
+    """Read and check an SB3 DDPG/TD3 zip with an MLP policy; UserError for anything else.
+
+    ``weights_only=True`` executes nothing from the file: ``data`` is parsed as JSON and
+    ``policy.pth`` with ``torch.load(weights_only=True)``; the spaces are then unknown.
+    ``weights_only=False`` also unpickles the observation and action spaces from ``data``
+    (cloudpickle: this runs code stored in the zip, so only do it for files you trust).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such model file: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "data" not in names or "policy.pth" not in names:
+                raise UserError(
+                    f"{path} is not a Stable-Baselines3 model (no 'data' and 'policy.pth' inside)"
+                )
+            data = json.loads(archive.read("data").decode())
+            policy_bytes = archive.read("policy.pth")
+            version = None
+            if "_stable_baselines3_version" in names:
+                version = archive.read("_stable_baselines3_version").decode().strip()
+        state = torch.load(io.BytesIO(policy_bytes), map_location="cpu", weights_only=True)
+    except _READ_ERRORS as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read {path} as a Stable-Baselines3 model: {reason}") from None
+    if not isinstance(data, dict) or not _is_tensor_dict(state):
+        raise UserError(f"{path} is not a Stable-Baselines3 model (unexpected data or policy.pth)")
+    contents = Sb3Zip(policy_state=state, data=data, sb3_version=version)
+    _check_td3_mlp_policy(contents, path)
+    if not weights_only:
+        contents.observation_space, contents.action_space = _unpickle_spaces(data, path)
+    return contents
+
+
+def _is_tensor_dict(state: Any) -> bool:
+    return isinstance(state, dict) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    )
+
+
+def _check_td3_mlp_policy(contents: Sb3Zip, path: Path) -> None:
+    """Refuse other algorithms, image/custom feature extractors and non-ReLU activations."""
+    policy_class = contents.data.get("policy_class")
+    module = policy_class.get("__module__") if isinstance(policy_class, dict) else None
+    if module != TD3_POLICY_MODULE:
+        algo = module.split(".")[1].upper() if isinstance(module, str) and "." in module else "?"
+        raise UserError(
+            f"{path} holds a policy from {module} ({algo}), not a DDPG/TD3 policy; "
+            "vadam-rl reads DDPG and TD3 MlpPolicy models"
+        )
+    state = contents.policy_state
+    if "actor.mu.0.weight" not in state or "critic.qf0.0.weight" not in state:
+        raise UserError(f"{path}: policy.pth has no actor.mu / critic.qf0 weights")
+    if any(".features_extractor." in key for key in state):
+        raise UserError(
+            f"{path} uses a feature extractor with weights (CnnPolicy or a custom one); "
+            "vadam-rl reads MlpPolicy models with flat observations"
+        )
+    kwargs = contents.data.get("policy_kwargs")
+    if isinstance(kwargs, dict):  # pickled kwargs keep str() of each entry next to the pickle
+        activation = str(kwargs.get("activation_fn", "ReLU'>"))
+        if not activation.endswith("ReLU'>") or "LeakyReLU" in activation:
+            raise UserError(f"{path} uses activation {activation}; vadam-rl's MLPs use ReLU")
+        extractor = str(kwargs.get("features_extractor_class", "FlattenExtractor"))
+        if "FlattenExtractor" not in extractor:
+            raise UserError(f"{path} uses features extractor {extractor}; only MlpPolicy reads")
+
+
+def _unpickle_spaces(data: dict[str, Any], path: Path) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+    from stable_baselines3.common.save_util import json_to_data
+
+    entries = {key: data.get(key) for key in ("observation_space", "action_space")}
+    try:
+        spaces = json_to_data(json.dumps(entries))
+        observation_space, action_space = spaces["observation_space"], spaces["action_space"]
+    except Exception as err:  # unpickling can fail in any way (missing modules, old gym, ...)
+        raise UserError(
+            f"cannot unpickle the spaces stored in {path} ({type(err).__name__}: {err}); "
+            "load it weights-only and name the environment instead"
+        ) from None
+    if not isinstance(observation_space, gym.spaces.Space) or not isinstance(
+        action_space, gym.spaces.Space
+    ):
+        raise UserError(f"{path} stores no gymnasium observation/action spaces")
+    return observation_space, action_space
+
+
+# --------------------------------------------------------------------------------------------
+# State-dict mapping
+# --------------------------------------------------------------------------------------------
+
+
+def submodule_state(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The entries under ``prefix`` (e.g. ``"actor."``), with the prefix removed."""
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def mlp_dims(state: dict[str, Tensor], sequential: str) -> tuple[int, list[int], int]:
+    """(in_dim, hidden_sizes, out_dim) of an SB3 ``create_mlp`` Sequential (Linear at 0, 2, ...)."""
+    weights = []
+    while f"{sequential}.{2 * len(weights)}.weight" in state:
+        weights.append(state[f"{sequential}.{2 * len(weights)}.weight"])
+    if not weights or any(w.ndim != 2 for w in weights):
+        raise UserError(f"no MLP weights under {sequential!r}")
+    return (
+        int(weights[0].shape[1]),
+        [int(w.shape[0]) for w in weights[:-1]],
+        int(weights[-1].shape[0]),
+    )
+
+
+def load_checked(module: nn.Module, state: dict[str, Tensor], what: str, source: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line UserError naming the first mismatch."""
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise UserError(f"{source}: {what} weights do not fit the network ({detail})")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise UserError(
+                f"{source}: {what}.{key} has shape {tuple(state[key].shape)}, the configured "
+                f"network needs {tuple(tensor.shape)}"
+            )
+    module.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------------------------
+# Load (for evaluation) and import (to start a run)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedPolicy:
+    """The deterministic actor of an SB3 DDPG/TD3 zip as our ``Actor``, ready for ``evaluate``.
+
+    Calling it maps obs (batch, obs_dim) float32 to squashed actions (batch, act_dim) in [-1, 1],
+    as SB3's ``policy.actor`` does; ``predict`` additionally rescales them to the Box.
+    """
+
+    actor: Actor
+    algorithm: str
+    """DDPG or TD3."""
+    observation_space: gym.spaces.Space | None
+    """From the zip; None when loaded weights-only (then the env you name supplies them)."""
+    action_space: gym.spaces.Space | None
+    env_id: str | None
+    """Known for zips vadam-rl exported; SB3 itself does not store the env id."""
+    metadata: dict[str, Any]
+
+    def __call__(self, obs: Tensor) -> Tensor:
+        return self.actor(obs)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.actor.mu[0].in_features
+
+    @property
+    def act_dim(self) -> int:
+        return self.actor.mu[-2].out_features
+
+    def check_env(self, env: gym.Env, env_id: str) -> None:
+        """UserError unless ``env`` fits: same shapes, and the same action bounds when known."""
+        obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+        if obs_shape != (self.obs_dim,) or act_shape != (self.act_dim,):
+            raise UserError(
+                f"the policy expects observations ({self.obs_dim},) and actions "
+                f"({self.act_dim},); {env_id} has {obs_shape} and {act_shape}"
+            )
+        saved = self.action_space
+        if isinstance(saved, gym.spaces.Box) and not (
+            np.array_equal(saved.low, env.action_space.low)
+            and np.array_equal(saved.high, env.action_space.high)
+        ):
+            raise UserError(
+                f"the policy was trained for actions in {saved}, {env_id} has {env.action_space}"
+            )
+
+
+def load_sb3(
+    path: Path, device: torch.device | str = "cpu", weights_only: bool = False
+) -> LoadedPolicy:
+    """Load the actor of an SB3 DDPG or TD3 MlpPolicy zip (ours or anybody's).
+
+    Safety: SB3 zips contain cloudpickled objects, and unpickling them executes code from the
+    file. With ``weights_only=False`` only the observation and action spaces are unpickled
+    (still: trust the file). ``weights_only=True`` executes nothing: it reads ``policy.pth``
+    with ``torch.load(weights_only=True)`` and the ``data`` JSON as text, infers the
+    architecture from tensor shapes, and leaves the spaces to the env you name.
+    A corrupt, non-zip or non-DDPG/TD3 file raises ``UserError``.
+    """
+    contents = read_sb3_zip(path, weights_only=weights_only)
+    actor_state = submodule_state(contents.policy_state, "actor.")
+    obs_dim, hidden_sizes, act_dim = mlp_dims(actor_state, "mu")
+    actor = Actor(obs_dim, act_dim, hidden_sizes)
+    load_checked(actor, actor_state, "actor", str(path))
+    actor.requires_grad_(False)
+    return LoadedPolicy(
+        actor=actor.to(device).eval(),
+        algorithm=contents.algorithm,
+        observation_space=contents.observation_space,
+        action_space=contents.action_space,
+        env_id=contents.exporter_metadata.get("env_id"),
+        metadata={
+            "sb3_version": contents.sb3_version,
+            "num_timesteps": contents.data.get("num_timesteps"),
+            "exported_by": contents.exporter_metadata or None,
+        },
+    )
+
+
+@dataclass
+class ImportedPolicy:
+    """What a run needs to start from an SB3 DDPG/TD3 policy (``vadam-rl import-sb3``)."""
+
+    actor: dict[str, Tensor]
+    """State dict of our ``Actor`` (keys ``mu.*``); likewise the three below."""
+    critic: dict[str, Tensor]
+    """Our ``Critic(action_layer=0)`` (keys ``qf0.*``); for TD3 its first critic, qf0."""
+    actor_target: dict[str, Tensor]
+    critic_target: dict[str, Tensor]
+    actor_config: NetworkConfig
+    """``hidden_sizes`` from the zip; optimizer fields default (``apply_to`` keeps yours)."""
+    critic_config: NetworkConfig
+    """``hidden_sizes`` from the zip, ``action_layer=0`` (SB3's input-concat layout)."""
+    algorithm: str
+    env_id: str | None
+    observation_space: gym.spaces.Space | None
+    action_space: gym.spaces.Space | None
+    notes: list[str] = field(default_factory=list)
+    """What did not carry over (e.g. TD3's second critic), one sentence each."""
+
+    def apply_to(self, config: TrainConfig) -> TrainConfig:
+        """Set ``config``'s network shapes (and env id, when known) to fit these weights."""
+        config.actor.hidden_sizes = list(self.actor_config.hidden_sizes)
+        config.critic.hidden_sizes = list(self.critic_config.hidden_sizes)
+        config.critic.action_layer = 0
+        if self.env_id is not None:
+            config.env_id = self.env_id
+        return config
+
+    def policy_file(self, step: int = 0) -> dict[str, Any]:
+        """The weights in the ``policies/step_N.pt`` format of ``vadam_rl.run_dir``."""
+        return {
+            "actor": self.actor,
+            "critic": self.critic,
+            "actor_target": self.actor_target,
+            "critic_target": self.critic_target,
+            "step": step,
+        }
+
+
+def import_sb3(path: Path, weights_only: bool = False) -> ImportedPolicy:
+    """Convert an SB3 DDPG/TD3 MlpPolicy zip into our actor/critic/target state dicts.
+
+    SB3's ``actor.mu`` and ``critic.qf0`` have our module names, so this is a prefix strip plus
+    shape checks. TD3 has two critics (``qf0``, ``qf1``); our DDPG has one, so ``qf0`` and its
+    target become the critic and the rest are dropped (``notes`` says so). ``weights_only``: as
+    in ``load_sb3``.
+    """
+    contents = read_sb3_zip(path, weights_only=weights_only)
+    state = contents.policy_state
+    weights = {
+        "actor": submodule_state(state, "actor."),
+        "actor_target": submodule_state(state, "actor_target."),
+        "critic": _first_critic(submodule_state(state, "critic.")),
+        "critic_target": _first_critic(submodule_state(state, "critic_target.")),
+    }
+    obs_dim, actor_sizes, act_dim = mlp_dims(weights["actor"], "mu")
+    _, critic_sizes, _ = mlp_dims(weights["critic"], "qf0")
+    for key, state_dict in weights.items():
+        network: nn.Module = (
+            Actor(obs_dim, act_dim, actor_sizes)
+            if key.startswith("actor")
+            else Critic(obs_dim, act_dim, critic_sizes, action_layer=0)
+        )
+        load_checked(network, state_dict, key, str(path))
+    notes = []
+    if contents.n_critics > 1:
+        notes.append(
+            f"{contents.algorithm} has {contents.n_critics} critics; critic.qf0 and its target "
+            "became the critic, the others were dropped"
+        )
+    return ImportedPolicy(
+        **weights,
+        actor_config=NetworkConfig(hidden_sizes=actor_sizes),
+        critic_config=NetworkConfig(hidden_sizes=critic_sizes, action_layer=0),
+        algorithm=contents.algorithm,
+        env_id=contents.exporter_metadata.get("env_id"),
+        observation_space=contents.observation_space,
+        action_space=contents.action_space,
+        notes=notes,
+    )
+
+
+def _first_critic(critic_state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {key: value for key, value in critic_state.items() if key.startswith("qf0.")}
