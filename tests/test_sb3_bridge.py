@@ -245,6 +245,14 @@ def test_load_sb3_knows_the_env_of_zips_we_exported(tmp_path):
     assert loaded.metadata["exported_by"]["step"] == 2000
 
 
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_load_sb3_refuses_activations_our_mlps_do_not_have(tmp_path, weights_only):
+    kwargs = {"net_arch": [8], "activation_fn": torch.nn.Tanh}
+    TD3("MlpPolicy", "Pendulum-v1", policy_kwargs=kwargs, device="cpu").save(tmp_path / "tanh.zip")
+    with pytest.raises(UserError, match=r"Tanh.*ReLU"):
+        load_sb3(tmp_path / "tanh.zip", weights_only=weights_only)
+
+
 def write_bad_files(tmp_path):
     _, good = sb3_zip(tmp_path)
     names = ("junk", "truncated", "tail-cut", "flipped", "no-policy", "missing")
@@ -271,7 +279,7 @@ def test_corrupt_missing_or_foreign_files_are_one_line_user_errors(tmp_path, wei
     expected = {
         **dict.fromkeys(("junk", "truncated", "tail-cut", "flipped", "no-policy"), not_sb3),
         "missing": "no such model file",
-        "sac": r"\(SAC\), not a DDPG/TD3",
+        "sac": "holds a SAC policy, not a DDPG/TD3 policy",
     }
     for name, path in write_bad_files(tmp_path).items():
         for read in (load_sb3, import_sb3):

@@ -134,9 +134,11 @@ def _check_td3_mlp_policy(contents: Sb3Zip, path: Path) -> None:
     policy_class = contents.data.get("policy_class")
     module = policy_class.get("__module__") if isinstance(policy_class, dict) else None
     if module != TD3_POLICY_MODULE:
-        algo = module.split(".")[1].upper() if isinstance(module, str) and "." in module else "?"
+        parts = str(module).split(".")  # stable_baselines3.<algo>.policies names the algorithm
+        is_algo = len(parts) == 3 and parts[2] == "policies" and parts[1] != "common"
+        kind = f"a {parts[1].upper()} policy" if is_algo else f"a policy from {module}"
         raise UserError(
-            f"{path} holds a policy from {module} ({algo}), not a DDPG/TD3 policy; "
+            f"{path} holds {kind}, not a DDPG/TD3 policy; "
             "vadam-rl reads DDPG and TD3 MlpPolicy models"
         )
     state = contents.policy_state
