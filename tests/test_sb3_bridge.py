@@ -22,8 +22,10 @@ from vadam_rl.errors import UserError
 from vadam_rl.networks import ActionScaler
 from vadam_rl.run_dir import atomic_torch_save, policy_path
 from vadam_rl.sb3_bridge import (
+    POLICY_KEYS,
     eval_command,
     export_command,
+    export_policy,
     export_sb3,
     import_sb3,
     load_sb3,
@@ -366,3 +368,17 @@ def test_eval_command_rejects_bad_input(tmp_path, kwargs, message):
     run = make_random_run(tmp_path / "run", "Pendulum-v1", [16])
     with pytest.raises(UserError, match=message):
         eval_command(**{"target": run.path, **kwargs})
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_export_and_eval_of_a_run_trained_on_cuda(tmp_path, capsys):
+    run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16])
+    on_gpu = {
+        k: {n: t.cuda() for n, t in v.items()} for k, v in run.policies[2000].items() if k != "step"
+    }
+    zip_path = export_policy(*(on_gpu[k] for k in POLICY_KEYS), run.config, tmp_path / "gpu.zip")
+    actor = DDPG.load(zip_path, device="cpu").policy.actor
+    assert torch.equal(actor.mu[0].weight, run.policies[2000]["actor"]["mu.0.weight"])
+    eval_command(zip_path, episodes=1, device="cuda")
+    assert "(DDPG) on Pendulum-v1" in capsys.readouterr().out
