@@ -24,6 +24,7 @@ from vadam_rl.config import (
     load_config_file,
     load_preset,
 )
+from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
 
 # Subcommands defined outside this module, imported only when used (SB3, matplotlib and Ray
@@ -73,7 +74,7 @@ class ImportArgs(TrainArgs):
     model: tyro.conf.Positional[Path] = Path("model.zip")
     """The SB3 zip to start from (loading it unpickles code: only open trusted files)."""
     weights_only: bool = False
-    """Read only the zip's tensors (no unpickling); the env must then be given with --env."""
+    """Read only the zip's tensors (no unpickling); zips from other tools then need --env."""
 
 
 def run_train(args: TrainArgs) -> None:
@@ -98,6 +99,7 @@ def run_train(args: TrainArgs) -> None:
             config.device = args.device
         apply_overrides(config, list(args.set))
         run_dir = _new_run_dir(args.log_dir, args.run_name, config)
+    make_env(config.env_id).close()  # a bad env fails here, before anything is announced
     print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
     summary = train(
         config,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
 import numpy as np
 
@@ -25,6 +27,11 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         env = gym.make(env_id, render_mode=render_mode)
     except gym.error.DependencyNotInstalled as err:
         raise UserError(f"environment {env_id!r} needs a missing dependency: {err}") from None
+    except (RuntimeError, AttributeError, ImportError) as err:
+        # `import mujoco` fails this way when MUJOCO_GL names a backend that isn't installed.
+        gl = os.environ.get("MUJOCO_GL")
+        hint = f" (MUJOCO_GL={gl!r}: try MUJOCO_GL=egl or unset it)" if gl else ""
+        raise UserError(f"cannot create environment {env_id!r}: {err}{hint}") from None
     check_spaces(env_id, env.observation_space, env.action_space)
     return env
 

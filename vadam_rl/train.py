@@ -461,6 +461,7 @@ def export_final_model(run: Run) -> None:
             state["critic_target"],
             run.config,
             run.run_dir / layout.MODEL_ZIP,
+            step=run.progress.step,
         )
     except Exception as err:  # the run itself succeeded; say why the zip is missing
         warnings.warn(f"could not export {layout.MODEL_ZIP}: {err}", stacklevel=1)
