@@ -1,0 +1,257 @@
+"""The seed grid: real `vadam-rl compare` subprocesses training Pendulum on tiny networks."""
+
+import contextlib
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, popen_cli, run_cli
+
+from vadam_rl import run_dir as layout
+from vadam_rl.compare import Job, compare_command, train_argv
+from vadam_rl.config import apply_overrides, load_preset, save_config
+from vadam_rl.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = ("ddpg-vadam", "ddpg-adam-plain")
+QUICK = [
+    *TINY, "--set", "learning_starts=200", "--set", "eval_every=1000",
+    "--set", "checkpoint_every=500", "--set", "log_every=500",
+]  # fmt: skip
+OVERRIDES = [value for flag, value in zip(QUICK[::2], QUICK[1::2], strict=True) if flag == "--set"]
+RUN_NAMES = sorted(f"{p}_Pendulum-v1_s{s}" for p in PRESETS for s in (0, 1))
+
+
+def grid_args(runs_dir: Path, *extra: str, steps: int = 2000, workers: int = 2) -> list[str]:
+    return [
+        "compare", "--presets", *PRESETS, "--seeds", "2", "--env", "Pendulum-v1",
+        "--total-steps", str(steps), "--runs-dir", str(runs_dir), "--workers", str(workers),
+        "--device", "cpu", *QUICK, *extra,
+    ]  # fmt: skip
+
+
+def finished_runs(runs_dir: Path) -> list[str]:
+    return sorted(p.name for p in runs_dir.iterdir() if layout.is_finished(p))
+
+
+def method_rows(runs_dir: Path) -> dict[str, dict[str, str]]:
+    with (runs_dir / "report" / "results.csv").open(newline="") as f:
+        return {row["method"]: row for row in csv.DictReader(f) if row["kind"] == "method"}
+
+
+def sessions(runs_dir: Path, name: str) -> list[str]:
+    """The command line of every session of one run, from the header lines of its log."""
+    text = (runs_dir / "logs" / f"{name}.log").read_text()
+    return [line for line in text.splitlines() if line.startswith("=== ")]
+
+
+def wait_until(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def expected_config(preset: str, seed: int, steps: int):
+    config = load_preset(preset, "Pendulum-v1")
+    config.seed, config.total_steps, config.device = seed, steps, "cpu"
+    return apply_overrides(config, OVERRIDES)
+
+
+def job(runs_dir: Path, preset: str = "ddpg-vadam", seed: int = 0) -> Job:
+    run_dir = runs_dir / f"{preset}_Pendulum-v1_s{seed}"
+    return Job(preset, seed, "Pendulum-v1", 2000, tuple(OVERRIDES), "cpu", run_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The local backend
+# --------------------------------------------------------------------------------------------
+
+
+def test_local_grid_trains_every_preset_and_seed_and_writes_the_report(tmp_path: Path):
+    result = run_cli(*grid_args(tmp_path), check=True)
+    assert finished_runs(tmp_path) == RUN_NAMES
+    for name in RUN_NAMES:  # each cell is a normal run directory
+        assert {"config.yaml", "evaluations.csv", "model.zip"} <= {
+            p.name for p in (tmp_path / name).iterdir()
+        }
+    rows = method_rows(tmp_path)
+    assert set(rows) == set(PRESETS) and all(row["seeds"] == "2" for row in rows.values())
+    assert all(row["steps"] == "2000" for row in rows.values())
+    assert (tmp_path / "report" / "learning_curves.png").stat().st_size > 10_000
+    assert "ddpg-vadam − ddpg-adam-plain" in result.stdout  # the table, printed
+
+
+def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path: Path):
+    log = tmp_path / "compare.log"
+    runs_dir = tmp_path / "grid"
+    first, second = "ddpg-vadam_Pendulum-v1_s0", "ddpg-vadam_Pendulum-v1_s1"
+    process = popen_cli(*grid_args(runs_dir, steps=4000, workers=1), log=log)
+    try:
+        wait_until(lambda: layout.is_finished(runs_dir / first), "the first run to finish")
+        wait_until(lambda: (runs_dir / second / "checkpoint.pt").exists(), "a second checkpoint")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the grid and its training subprocesses
+        process.wait()
+    assert not layout.is_finished(runs_dir / second), "killed too late to test a resume"
+    summary = runs_dir / first / "summary.json"
+    before = (summary.stat().st_mtime_ns, (runs_dir / first / "evaluations.csv").read_text())
+
+    run_cli(*grid_args(runs_dir, steps=4000), check=True)
+
+    assert finished_runs(runs_dir) == RUN_NAMES
+    after = (summary.stat().st_mtime_ns, (runs_dir / first / "evaluations.csv").read_text())
+    assert after == before
+    assert len(sessions(runs_dir, first)) == 1
+    assert "--resume" in sessions(runs_dir, second)[-1]
+    assert all(row["seeds"] == "2" for row in method_rows(runs_dir).values())
+
+
+STOPS = {
+    "SIGTERM to the grid, as a job scheduler sends it": lambda pid: os.kill(pid, signal.SIGTERM),
+    "SIGINT to the process group, as Ctrl-C in a terminal": lambda pid: os.killpg(
+        pid, signal.SIGINT
+    ),
+}
+
+
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_stopped_grid_checkpoints_every_run_and_leaves_no_process(stop: str, tmp_path: Path):
+    log = tmp_path / "compare.log"
+    runs_dir = tmp_path / "grid"
+    names = ["ddpg-vadam_Pendulum-v1_s0", "ddpg-vadam_Pendulum-v1_s1"]
+    process = popen_cli(*grid_args(runs_dir, "--presets", "ddpg-vadam", steps=100_000), log=log)
+    try:
+        for name in names:
+            wait_until(lambda n=name: (runs_dir / n / "checkpoint.pt").exists(), f"{name} running")
+        STOPS[stop](process.pid)
+        assert process.wait(timeout=60) == 130
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone already when the test passes
+            os.killpg(process.pid, signal.SIGKILL)
+    assert "rerun the same command" in log.read_text() and "Traceback" not in log.read_text()
+    for name in names:
+        assert "checkpoint written" in (runs_dir / "logs" / f"{name}.log").read_text()
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # no training subprocess left behind
+        os.killpg(process.pid, 0)
+
+
+def test_rerunning_a_finished_grid_trains_nothing(tmp_path: Path):
+    for preset in PRESETS:
+        for seed in (0, 1):
+            run_dir = tmp_path / f"{preset}_Pendulum-v1_s{seed}"
+            run_dir.mkdir()
+            save_config(expected_config(preset, seed, 2000), run_dir / layout.CONFIG)
+            (run_dir / layout.EVALUATIONS).write_text(
+                ",".join(layout.EVAL_COLUMNS) + f"\n2000,{-100 - seed},1,200,2,1\n"
+            )
+            (run_dir / layout.SUMMARY).write_text('{"finished": true, "total_steps": 2000}')
+    result = run_cli(*grid_args(tmp_path), check=True)
+    assert "4 finished (skipped), 0 to resume, 0 to start" in result.stdout
+    assert not (tmp_path / "logs").exists()  # no run was started
+    assert (tmp_path / "report" / "results.md").is_file()
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path: Path):
+    broken = tmp_path / "ddpg-vadam_Pendulum-v1_s1"
+    broken.mkdir()
+    save_config(expected_config("ddpg-vadam", 1, 2000), broken / layout.CONFIG)
+    (broken / layout.CHECKPOINT).write_bytes(b"not a checkpoint")
+    result = run_cli(*grid_args(tmp_path, "--presets", "ddpg-vadam"))
+    assert result.returncode == 1
+    assert finished_runs(tmp_path) == ["ddpg-vadam_Pendulum-v1_s0"]
+    assert "ddpg-vadam_Pendulum-v1_s1 failed with exit code 2" in result.stderr
+    assert "corrupt" in result.stderr  # the run's own last lines say why
+    assert method_rows(tmp_path)["ddpg-vadam"]["seeds"] == "1"  # the report has the rest
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: decided before anything runs
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_run_dir_trained_with_other_settings_is_refused(tmp_path: Path):
+    run_dir = tmp_path / "ddpg-vadam_Pendulum-v1_s0"
+    run_dir.mkdir()
+    config = expected_config("ddpg-vadam", 0, 2000)
+    config.batch_size = 32
+    save_config(config, run_dir / layout.CONFIG)
+    (run_dir / layout.CHECKPOINT).write_bytes(b"")
+    with pytest.raises(UserError, match="batch_size: 32 there, 64 here"):
+        compare_command(
+            presets=["ddpg-vadam"], seeds=1, env="Pendulum-v1", total_steps=2000,
+            runs_dir=tmp_path, set=OVERRIDES, device="cpu", report=False,
+        )  # fmt: skip
+    assert not (tmp_path / "logs").exists()
+
+
+def test_bad_input_is_one_line_exit_2_before_anything_is_written(tmp_path: Path):
+    for args, message in (
+        (["--presets", "ddpg-nope"], "unknown agent preset"),
+        (["--env", "CartPole-v1"], "Box action space"),
+        (["--set", "actor.nonsense=1"], "unknown config key"),
+    ):
+        result = run_cli(*grid_args(tmp_path / "runs"), *args)
+        assert result.returncode == 2 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path: Path):
+    cell = job(tmp_path)
+    cell.run_dir.mkdir()
+    save_config(expected_config("ddpg-vadam", 0, 2000), cell.run_dir / layout.CONFIG)
+    (cell.run_dir / "events.out.tfevents.123.host.1.0").write_bytes(b"")
+    argv = train_argv(cell)
+    assert argv[:3] == ["train", "--agent", "ddpg-vadam"] and "--resume" not in argv
+    assert not cell.run_dir.exists()  # cleared, so train can create it afresh
+
+
+def test_a_folder_with_foreign_files_is_never_cleared(tmp_path: Path):
+    cell = job(tmp_path)
+    cell.run_dir.mkdir()
+    (cell.run_dir / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match=r"thesis\.tex"):
+        train_argv(cell)
+    assert (cell.run_dir / "thesis.tex").is_file()
+
+
+def test_a_finished_run_with_fewer_steps_is_extended(tmp_path: Path):
+    cell = job(tmp_path)
+    cell.run_dir.mkdir()
+    (cell.run_dir / layout.SUMMARY).write_text('{"finished": true, "total_steps": 1000}')
+    argv = train_argv(cell)
+    assert argv[:3] == ["train", "--resume", str(cell.run_dir)]
+    assert argv[argv.index("--total-steps") + 1] == "2000"
+
+
+def test_the_script_is_the_same_command():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "compare_halfcheetah.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    for flag in ("--with-vadagrad", "--backend", "--seed-list", "--total-steps", "--set"):
+        assert flag in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# The Ray backend
+# --------------------------------------------------------------------------------------------
+
+
+def test_ray_grid_trains_every_preset_and_seed_on_a_local_ray_instance(tmp_path: Path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vadam-rl[ray]')")
+    result = run_cli(*grid_args(tmp_path, "--backend", "ray"), timeout=400, check=True)
+    assert finished_runs(tmp_path) == RUN_NAMES
+    assert "ray backend" in result.stdout
+    assert set(method_rows(tmp_path)) == set(PRESETS)

@@ -1,0 +1,536 @@
+"""``vadam-rl compare``: a grid of presets x seeds, run to completion, then the report.
+
+Every cell of the grid is an ordinary ``vadam-rl train`` run in its own subprocess, in
+``RUNS_DIR/{preset}_{env}_s{seed}`` (TensorBoard, config.yaml, checkpoints, model.zip), with
+its output in ``RUNS_DIR/logs/{preset}_{env}_s{seed}.log``. A subprocess per run means a run
+that crashes (or diverges) is reported and the others carry on.
+
+Rerunning the same command continues the grid: finished runs are skipped, interrupted runs
+(a ``checkpoint.pt`` but no finished ``summary.json``) resume with ``train --resume``, and a
+run directory killed before its first checkpoint is cleared and started again. A finished run
+with fewer steps than ``--total-steps`` is extended. A run directory trained with other
+settings than the ones asked for is an error, not silently mixed into the comparison.
+
+Backends:
+
+- ``local`` (default): at most ``workers`` (default ``os.cpu_count()``) runs at a time on this
+  machine, each with one torch/OpenMP thread. Ctrl-C or SIGTERM stops every run at a
+  checkpoint (exit code 130); rerun to continue.
+- ``ray``: the same subprocesses as Ray tasks (``num_cpus=1``, plus ``gpus_per_run`` GPUs with
+  ``--device cuda``), on a local Ray instance or the cluster at ``--ray-address``. On a
+  cluster, RUNS_DIR must be on a filesystem every node sees (give an absolute path). Needs
+  the ``vadam-rl[ray]`` extra; Ray is imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tyro
+import yaml
+
+from vadam_rl import run_dir as layout
+from vadam_rl.config import apply_overrides, load_preset, to_dict
+from vadam_rl.errors import UserError
+
+DEFAULT_PRESETS = ("ddpg-vadam", "ddpg-adam-plain", "ddpg-adam")
+LOGS = "logs"
+STOP_GRACE_S = 120.0
+"""How long a stopped run may take to write its checkpoint before it is killed."""
+TAIL_LINES = 15
+# Files a run writes before its first checkpoint: a folder holding only these may be cleared.
+RUN_ARTEFACTS = (layout.CONFIG, layout.EVALUATIONS, layout.POLICIES, "events.out.tfevents.")
+Device = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One cell of the grid: a preset and a seed, trained in ``run_dir``."""
+
+    preset: str
+    seed: int
+    env_id: str
+    total_steps: int
+    overrides: tuple[str, ...]
+    device: str
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir.parent / LOGS / f"{self.name}.log"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run ended: its exit code, how long it ran, the last lines of its log."""
+
+    job: Job
+    returncode: int
+    seconds: float
+    tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.returncode == 130
+
+
+def run_name(preset: str, env_id: str, seed: int) -> str:
+    return f"{preset}_{env_id}_s{seed}"
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: what each cell of the grid needs
+# --------------------------------------------------------------------------------------------
+
+
+def run_state(job: Job) -> Literal["finished", "resume", "start"]:
+    """What to do with the job's run directory as it is on disk now."""
+    if layout.is_finished(job.run_dir):
+        done = _finished_steps(job.run_dir)
+        return "finished" if done >= job.total_steps else "resume"
+    if (job.run_dir / layout.CHECKPOINT).is_file():
+        return "resume"
+    return "start"
+
+
+def _finished_steps(run_dir: Path) -> int:
+    import json
+
+    return int(json.loads((run_dir / layout.SUMMARY).read_text()).get("total_steps", 0))
+
+
+def plan_grid(
+    presets: Sequence[str],
+    seeds: Sequence[int],
+    env_id: str,
+    total_steps: int,
+    runs_dir: Path,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+) -> list[Job]:
+    """The grid's jobs, after checking presets, overrides, env and existing run directories.
+
+    Raises ``UserError`` (before anything is written) for an unknown preset or env, a bad
+    override, or an existing run directory trained with other settings.
+    """
+    from vadam_rl.envs import make_env
+
+    make_env(env_id).close()  # unknown id or unsupported spaces: say so once, up front
+    jobs = []
+    for preset in presets:
+        for seed in seeds:
+            config = load_preset(preset, env_id)
+            config.seed, config.total_steps = seed, total_steps
+            config.device = device  # type: ignore[assignment]
+            apply_overrides(config, list(overrides))
+            job = Job(
+                preset,
+                seed,
+                env_id,
+                total_steps,
+                tuple(overrides),
+                device,
+                runs_dir / run_name(preset, env_id, seed),
+            )
+            _check_same_settings(job, to_dict(config))
+            jobs.append(job)
+    return jobs
+
+
+def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
+    """An existing run must have been trained with the config this grid asks for."""
+    path = job.run_dir / layout.CONFIG
+    if run_state(job) == "start" or not path.is_file():
+        return  # nothing to keep: a fresh start rewrites it
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    ignored = {"total_steps", "device"}  # may change between sessions: extend, move to a GPU
+    mine, theirs = _flatten(expected), _flatten(saved if isinstance(saved, dict) else {})
+    differing = [
+        f"{key}: {theirs[key]!r} there, {mine[key]!r} here"
+        for key in sorted(mine.keys() & theirs.keys() - ignored)
+        if mine[key] != theirs[key]
+    ]
+    if differing:
+        raise UserError(
+            f"{job.run_dir} was trained with other settings ({'; '.join(differing[:3])}); "
+            "pass the same --set flags or use another --runs-dir"
+        )
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Running one job (in this process's thread pool or in a Ray worker)
+# --------------------------------------------------------------------------------------------
+
+
+def train_argv(job: Job) -> list[str]:
+    """``vadam-rl`` arguments that bring the run directory to ``job.total_steps``.
+
+    Decided from the directory as it is when the job starts, so a job that is retried (Ray
+    retries tasks whose node died) or a grid that is rerun does the right thing.
+    """
+    common = ["--total-steps", str(job.total_steps), "--device", job.device, "--no-progress"]
+    if run_state(job) == "resume":
+        return ["train", "--resume", str(job.run_dir), *common]
+    if job.run_dir.exists():
+        clear_unstarted_run(job.run_dir)
+    sets = [arg for override in job.overrides for arg in ("--set", override)]
+    return [
+        "train", "--agent", job.preset, "--env", job.env_id, "--seed", str(job.seed),
+        "--log-dir", str(job.run_dir.parent), "--run-name", job.name, *common, *sets,
+    ]  # fmt: skip
+
+
+def clear_unstarted_run(run_dir: Path) -> None:
+    """Remove a run directory killed before its first checkpoint (nothing to resume from).
+
+    Refuses (UserError) when the folder holds anything a run does not write, so a wrong
+    ``--runs-dir`` never deletes someone's files.
+    """
+    foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith(RUN_ARTEFACTS)]
+    foreign = [name for name in foreign if not name.startswith(".")]  # atomic-write temp files
+    if foreign:
+        raise UserError(
+            f"{run_dir} has no checkpoint to resume and holds files a run does not write "
+            f"({', '.join(sorted(foreign)[:3])}); move it away and rerun"
+        )
+    shutil.rmtree(run_dir)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a training subprocess: one CPU thread, unbuffered output."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def execute(job: Job, stop: threading.Event | None = None) -> Outcome:
+    """Run ``vadam-rl train`` for ``job`` in a subprocess and wait for it.
+
+    Output goes to ``job.log_path`` (appended across sessions). When ``stop`` is set, or this
+    call is interrupted (Ctrl-C, or Ray cancelling the task), the run gets SIGTERM, which makes
+    it write a checkpoint and exit with code 130; it is killed after ``STOP_GRACE_S``.
+    """
+    started = time.monotonic()
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        argv = train_argv(job)
+    except UserError as err:
+        return Outcome(job, 2, 0.0, str(err))
+    with job.log_path.open("a") as log:
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} vadam-rl {' '.join(argv)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vadam_rl.cli", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+        )
+        try:
+            while process.poll() is None:
+                if stop is not None and stop.is_set():
+                    _stop(process)
+                    break
+                time.sleep(0.2)
+        except BaseException:
+            _stop(process)
+            raise
+    return Outcome(job, process.wait(), time.monotonic() - started, _tail(job.log_path))
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+
+
+class GridInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the grid; finished runs are kept, the others checkpointed."""
+
+
+@contextmanager
+def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
+    """A SIGTERM (from a job scheduler, or ``kill``) stops the grid like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_local(jobs: Sequence[Job], workers: int) -> list[Outcome]:
+    """At most ``workers`` runs at a time on this machine; returns outcomes as they finish."""
+    stop = threading.Event()
+    outcomes: list[Outcome] = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vadam-rl-run")
+    try:
+        with _sigterm_as_keyboard_interrupt():
+            futures = [pool.submit(execute, job, stop) for job in jobs]
+            for future in as_completed(futures):
+                outcomes.append(future.result())
+                _print_outcome(outcomes[-1], len(outcomes), len(jobs))
+    except KeyboardInterrupt:
+        stop.set()
+        print("stopping: every running run writes a checkpoint ...", flush=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise GridInterrupted() from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return outcomes
+
+
+def run_ray(
+    jobs: Sequence[Job],
+    workers: int,
+    *,
+    num_gpus: float = 0.0,
+    address: str | None = None,
+) -> list[Outcome]:
+    """The same runs as Ray tasks, each asking for one CPU and ``num_gpus`` GPUs.
+
+    Without ``address`` (or ``RAY_ADDRESS``) a local Ray instance with ``workers`` CPUs is
+    started and shut down at the end; with it, the grid goes to that cluster (``auto``: the
+    one this node belongs to). A Ray already initialised by the caller is used as it is.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'vadam-rl[ray]'") from None
+
+    started_here = not ray.is_initialized()
+    address = address or os.environ.get("RAY_ADDRESS")
+    if started_here:
+        if address:
+            ray.init(address=address, include_dashboard=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False)
+    remote_execute = ray.remote(num_cpus=1, num_gpus=num_gpus)(execute)
+    pending = {remote_execute.remote(job): job for job in jobs}
+    outcomes: list[Outcome] = []
+    try:
+        with _sigterm_as_keyboard_interrupt():
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done[0])
+                try:
+                    outcome = ray.get(done[0])
+                except ray.exceptions.RayError as err:  # the worker died, or Ray itself failed
+                    outcome = Outcome(job, -1, 0.0, " ".join(str(err).split())[-2000:])
+                outcomes.append(outcome)
+                _print_outcome(outcome, len(outcomes), len(jobs))
+    except KeyboardInterrupt:
+        print("stopping: every running run writes a checkpoint ...", flush=True)
+        for ref in pending:
+            ray.cancel(ref)  # raises KeyboardInterrupt inside the task: execute() stops the run
+        ray.wait(list(pending), num_returns=len(pending), timeout=STOP_GRACE_S)
+        raise GridInterrupted() from None
+    finally:
+        if started_here:
+            ray.shutdown()
+    return outcomes
+
+
+def _print_outcome(outcome: Outcome, done: int, total: int) -> None:
+    job = outcome.job
+    if outcome.ok:
+        status = "finished"
+    elif outcome.stopped:
+        status = "stopped at a checkpoint"
+    else:
+        status = f"FAILED (exit code {outcome.returncode}), log: {job.log_path}"
+    print(f"[{done}/{total}] {job.name}: {status} after {outcome.seconds:.0f} s", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+
+def compare_command(
+    presets: list[str] = list(DEFAULT_PRESETS),  # noqa: B006 - tyro reads it, never mutated
+    seeds: int = 5,
+    seed_list: list[int] | None = None,
+    env: str = "HalfCheetah-v5",
+    total_steps: int = 1_000_000,
+    runs_dir: Path = Path("runs/compare"),
+    backend: Literal["local", "ray"] = "local",
+    workers: int | None = None,
+    set: Annotated[  # the flag users type is --set, as for train
+        list[str], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="KEY=VALUE")
+    ] = [],  # noqa: B006 - tyro reads the default; it is never mutated
+    with_vadagrad: bool = False,
+    with_adam_explore: bool = False,
+    device: Device = "auto",
+    ray_address: str | None = None,
+    gpus_per_run: float = 0.25,
+    report: bool = True,
+) -> None:
+    """Train presets x seeds (resumable), then write the report of RUNS_DIR.
+
+    Rerun the same command to continue after an interruption: finished runs are skipped,
+    interrupted ones resume from their last checkpoint.
+
+    Args:
+        presets: Agent presets to compare (see `vadam-rl agents`).
+        seeds: Number of seeds: 0, 1, ..., seeds-1.
+        seed_list: Explicit seeds instead (e.g. --seed-list 5 6 7).
+        env: Gymnasium env id.
+        total_steps: Environment steps per run.
+        runs_dir: Folder of the grid's run directories (and logs/, report/).
+        backend: local (a process pool on this machine) or ray (Ray tasks, local or cluster).
+        workers: Runs at a time (default: the number of CPU cores).
+        set: Override a config field in every run, e.g. --set batch_size=256 (repeatable).
+        with_vadagrad: Add ddpg-vadagrad to the presets.
+        with_adam_explore: Add ddpg-adam-explore to the presets.
+        device: auto (CUDA if present), cpu or cuda, for every run.
+        ray_address: Ray cluster to submit to (e.g. auto, or ray://head:10001); default: start a
+            local Ray instance.
+        gpus_per_run: GPUs a Ray task asks for with --device cuda (0.25: four runs share one).
+        report: Write the report (vadam-rl report RUNS_DIR) when the grid is done.
+    """
+    chosen = list(dict.fromkeys([*presets, *_extra_presets(with_vadagrad, with_adam_explore)]))
+    seed_values = list(seed_list) if seed_list is not None else list(range(seeds))
+    if not chosen or not seed_values:
+        raise UserError("the grid is empty: give at least one preset and one seed")
+    if total_steps <= 0:
+        raise UserError(f"total_steps must be > 0, got {total_steps}")
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
+    if device == "cuda" and backend == "local":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for, but this machine has no CUDA device")
+    runs_dir = runs_dir.absolute()
+    jobs = plan_grid(chosen, seed_values, env, total_steps, runs_dir, set, device)
+    todo = [job for job in jobs if run_state(job) != "finished"]
+    _print_plan(jobs, todo, backend, workers, runs_dir)
+
+    outcomes: list[Outcome] = []
+    if todo:
+        try:
+            if backend == "ray":
+                num_gpus = gpus_per_run if device == "cuda" else 0.0
+                outcomes = run_ray(todo, workers, num_gpus=num_gpus, address=ray_address)
+            else:
+                outcomes = run_local(todo, min(workers, len(todo)))
+        except GridInterrupted:
+            print(INTERRUPTED.format(runs_dir=runs_dir), file=sys.stderr)
+            raise SystemExit(130) from None
+
+    failed = [outcome for outcome in outcomes if not outcome.ok and not outcome.stopped]
+    for outcome in failed:
+        print(
+            f"\n{outcome.job.name} failed with exit code {outcome.returncode} "
+            f"(log: {outcome.job.log_path}); last lines:\n{outcome.tail}",
+            file=sys.stderr,
+        )
+    if report:
+        _report(runs_dir)
+    if any(outcome.stopped for outcome in outcomes):  # a signal reached the runs, not us
+        print(INTERRUPTED.format(runs_dir=runs_dir), file=sys.stderr)
+        raise SystemExit(130)
+    if failed:
+        print(f"{len(failed)} of {len(jobs)} runs failed; rerun to retry them", file=sys.stderr)
+        raise SystemExit(1)
+
+
+INTERRUPTED = (
+    "interrupted; finished runs are kept, the others resume from their checkpoint when you "
+    "rerun the same command (runs in {runs_dir})"
+)
+
+
+def _report(runs_dir: Path) -> None:
+    """The report of what finished; a grid with no finished run yet has nothing to report."""
+    from vadam_rl.report import report_command
+
+    print()
+    try:
+        report_command(runs_dir)
+    except UserError as err:
+        print(f"no report: {err}", file=sys.stderr)
+
+
+def _extra_presets(with_vadagrad: bool, with_adam_explore: bool) -> list[str]:
+    return [
+        name
+        for name, wanted in (
+            ("ddpg-vadagrad", with_vadagrad),
+            ("ddpg-adam-explore", with_adam_explore),
+        )
+        if wanted
+    ]
+
+
+def _print_plan(
+    jobs: Sequence[Job], todo: Sequence[Job], backend: str, workers: int, runs_dir: Path
+) -> None:
+    presets = list(dict.fromkeys(job.preset for job in jobs))
+    seeds = list(dict.fromkeys(job.seed for job in jobs))
+    resume = sum(run_state(job) == "resume" for job in todo)
+    print(
+        f"grid: {len(presets)} presets x {len(seeds)} seeds on {jobs[0].env_id}, "
+        f"{jobs[0].total_steps:,} steps each = {len(jobs)} runs in {runs_dir}\n"
+        f"      {len(jobs) - len(todo)} finished (skipped), {resume} to resume, "
+        f"{len(todo) - resume} to start; {backend} backend, {workers} workers; "
+        f"logs in {runs_dir / LOGS}",
+        flush=True,
+    )
