@@ -1,0 +1,108 @@
+"""Time ``Vadam.step`` against ``torch.optim.Adam(foreach=True).step`` on DDPG-sized networks.
+
+The networks are the paper's: a [400, 300] ReLU actor (17 in, 6 out: HalfCheetah) and critic
+(23 in, 1 out). Only the optimizer is timed: the closure just installs precomputed gradients,
+so its own forward/backward costs nothing, and both optimizers get the same closure. Vadam's
+extra work per step is the noise draw, writing theta = mu + sigma*eps, restoring mu and
+computing sigma.
+
+    python bench/optim_step.py                 # CPU
+    python bench/optim_step.py --device cuda --steps 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vadam_rl.optim import Vadam
+
+
+def mlp(n_in: int, n_out: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(n_in, 400), nn.ReLU(), nn.Linear(400, 300), nn.ReLU(), nn.Linear(300, n_out)
+    )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_step(step: Callable[[], object], steps: int, repeats: int, device) -> float:
+    """Median over ``repeats`` of the mean time of ``steps`` calls, after a warm-up."""
+    for _ in range(max(steps // 5, 5)):
+        step()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(device)
+        times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
+
+
+def bench_network(name: str, net: nn.Module, args: argparse.Namespace) -> tuple[float, float]:
+    device = torch.device(args.device)
+    params = list(net.to(device).parameters())
+    grads = [torch.randn_like(p) for p in params]
+
+    def closure() -> None:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+
+    closure()
+    adam = torch.optim.Adam(params, lr=1e-4, foreach=True)
+    vadam = Vadam(
+        params,
+        train_set_size=4096,
+        lr=1e-4,
+        prior_precision=6.4e-7,
+        precision_floor=1e4,
+        generator=torch.Generator(device=device).manual_seed(0),
+    )
+    # Interleave the two so that drifting machine load hits both alike.
+    adam_times, vadam_times = [], []
+    for _ in range(args.rounds):
+        adam_times.append(seconds_per_step(lambda: adam.step(closure), args.steps, 3, device))
+        vadam_times.append(seconds_per_step(lambda: vadam.step(closure), args.steps, 3, device))
+    t_adam, t_vadam = statistics.median(adam_times), statistics.median(vadam_times)
+    numel = sum(p.numel() for p in params)
+    print(
+        f"{name:7s} {numel:8d} params   Adam {1e6 * t_adam:8.1f} us   "
+        f"Vadam {1e6 * t_vadam:8.1f} us   ratio {t_vadam / t_adam:5.2f}x"
+    )
+    return t_adam, t_vadam
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--steps", type=int, default=200, help="steps per timing")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per network")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(
+        f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
+        f"float32"
+    )
+    total_adam = total_vadam = 0.0
+    for name, net in [("actor", mlp(17, 6)), ("critic", mlp(23, 1))]:
+        t_adam, t_vadam = bench_network(name, net, args)
+        total_adam += t_adam
+        total_vadam += t_vadam
+    print(f"overall ratio Vadam/Adam: {total_vadam / total_adam:.2f}x (target <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()

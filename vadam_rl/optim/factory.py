@@ -1,0 +1,122 @@
+"""``build_optimizer``: the optimizer an ``OptimizerConfig`` names, for any network's params."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vadam_rl.config import OptimizerConfig
+from vadam_rl.optim.adam_explore import AdamExplore
+from vadam_rl.optim.vadagrad import VadaGrad
+from vadam_rl.optim.vadam import Vadam
+from vadam_rl.optim.vprop import Vprop
+
+Params = Iterable[Tensor] | Iterable[dict[str, Any]]
+Builder = Callable[[Params, OptimizerConfig, "torch.Generator | None"], torch.optim.Optimizer]
+
+
+def build_optimizer(
+    params: Params, cfg: OptimizerConfig, *, generator: torch.Generator | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.name`` names, built from the fields it uses.
+
+    ``generator`` is the noise source of the variational optimizers (it must live on the
+    parameters' device); plain Adam ignores it. Fields a name does not use are ignored.
+    """
+    try:
+        builder = _BUILDERS[cfg.name]
+    except KeyError:
+        valid = ", ".join(_BUILDERS)
+        raise ValueError(f"Invalid optimizer name: {cfg.name!r} (valid: {valid})") from None
+    return builder(params, cfg, generator)
+
+
+def _adam(params: Params, cfg: OptimizerConfig, generator: torch.Generator | None):
+    return torch.optim.Adam(
+        params,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        foreach=True,
+    )
+
+
+def _vadam(params: Params, cfg: OptimizerConfig, generator: torch.Generator | None):
+    return Vadam(
+        params,
+        train_set_size=cfg.train_set_size,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        prior_precision=cfg.prior_precision,
+        precision_floor=cfg.precision_floor,
+        damping_before_bias_correction=cfg.damping_before_bias_correction,
+        generator=generator,
+    )
+
+
+def _vadagrad(params: Params, cfg: OptimizerConfig, generator: torch.Generator | None):
+    return VadaGrad(
+        params,
+        train_set_size=cfg.train_set_size,
+        lr=cfg.lr,
+        beta=cfg.betas[1],
+        init_precision=cfg.init_precision,
+        generator=generator,
+    )
+
+
+def _vprop(params: Params, cfg: OptimizerConfig, generator: torch.Generator | None):
+    return Vprop(
+        params,
+        train_set_size=cfg.train_set_size,
+        lr=cfg.lr,
+        beta=cfg.betas[1],
+        prior_precision=cfg.prior_precision,
+        precision_floor=cfg.precision_floor,
+        generator=generator,
+    )
+
+
+def _ivon(params: Params, cfg: OptimizerConfig, generator: torch.Generator | None):
+    from vadam_rl.optim.ivon import IVON  # optional dependency: imported only when asked for
+
+    n = cfg.train_set_size
+    # IVON's precision is ess * (hess + weight_decay): ess = N, weight_decay = lambda/N, and
+    # hess_init = init_precision/N makes the initial precision init_precision + lambda.
+    return IVON(
+        params,
+        lr=cfg.lr,
+        ess=n,
+        hess_init=cfg.init_precision / n,
+        beta1=cfg.betas[0],
+        beta2=cfg.betas[1],
+        weight_decay=cfg.prior_precision / n,
+        generator=generator,
+    )
+
+
+def _adam_explore(params: Params, cfg: OptimizerConfig, generator: torch.Generator | None):
+    return AdamExplore(
+        params,
+        lr=cfg.lr,
+        sigma_lr=cfg.sigma_lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        init_precision=cfg.init_precision,
+        eps_before_bias_correction=cfg.damping_before_bias_correction,
+        generator=generator,
+    )
+
+
+_BUILDERS: dict[str, Builder] = {
+    "adam": _adam,
+    "vadam": _vadam,
+    "vadagrad": _vadagrad,
+    "vprop": _vprop,
+    "ivon": _ivon,
+    "adam-explore": _adam_explore,
+}
