@@ -29,10 +29,11 @@ def test_paper_presets_use_the_reference_code_settings(name):
 def test_baselines_differ_from_vadam_only_in_actor_and_exploration():
     vadam = load_preset("ddpg-vadam")
     assert (vadam.actor.optimizer.name, vadam.exploration.kind) == ("vadam", "posterior")
-    assert (
-        vadam.actor.optimizer.precision_floor == 1e4
-        and vadam.actor.optimizer.prior_precision == 1e-8
-    )
+    # The reference's lambda 1e-8 and floor 1e4 on a loss summed over B = 64, in the
+    # mean-loss convention of vadam_rl.optim.Vadam (its docstring derives the mapping).
+    opt, batch = vadam.actor.optimizer, vadam.batch_size
+    assert opt.train_set_size == batch**2 and opt.prior_precision == pytest.approx(batch * 1e-8)
+    assert opt.precision_floor == 1e4 and opt.damping_before_bias_correction
     assert (
         load_preset("ddpg-adam").actor.optimizer.name,
         load_preset("ddpg-adam").exploration.kind,

@@ -39,6 +39,11 @@ class OptimizerConfig:
     """(beta1, beta2) moment decay rates (adam, vadam, ivon); vadagrad and vprop use beta2."""
     weight_decay: float = 0.0
     """L2 penalty (adam only)."""
+    eps: float = 1e-8
+    """Adam's eps in the denominator (adam, adam-explore); Vadam's damping is lambda/N."""
+    damping_before_bias_correction: bool = False
+    """Add the damping (vadam: lambda/N, adam-explore: eps) to sqrt(s) before the bias
+    correction, as TensorFlow's Adam and the paper's RL code do (vadam, adam-explore)."""
     prior_precision: float = 1e-8
     """Prior precision lambda of N(0, 1/lambda) (vadam, vprop, ivon)."""
     train_set_size: float = 1.0
