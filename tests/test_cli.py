@@ -100,7 +100,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path):
     result = run_cli(
         *pendulum_args(tmp_path, "diverged", steps=5000), "--set", "learning_starts=1000",
-        "--set", "checkpoint_every=200", "--set", "log_every=100", "--set", "critic.lr=1e38",
+        "--set", "checkpoint_every=200", "--set", "log_every=100", "--set", "critic.lr=1e30",
     )  # fmt: skip
     assert result.returncode == 1
     assert "non-finite" in result.stderr and "critic_loss" in result.stderr
@@ -109,6 +109,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert checkpoint["progress"]["step"] <= 1200
     assert all(torch.isfinite(w).all() for w in checkpoint["agent"]["critic"].values())
     assert not (tmp_path / "diverged" / "summary.json").exists()
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_in_error_log(tmp_path: Path):
+    # torch's Adam cannot even form its step size from lr = 1e38 in float32 and raises: a real
+    # error no check of ours anticipates.
+    result = run_cli(
+        *pendulum_args(tmp_path, "crashed", steps=3000), "--set", "learning_starts=1000",
+        "--set", "checkpoint_every=500", "--set", "critic.lr=1e38",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "unexpected RuntimeError" in result.stderr and "--resume" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Traceback" in (tmp_path / "crashed" / "error.log").read_text()
+    assert (tmp_path / "crashed" / "checkpoint.pt").is_file()
 
 
 BAD_INPUT = {

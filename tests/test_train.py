@@ -28,6 +28,7 @@ def test_same_seed_gives_identical_returns(tmp_path: Path):
             [
                 "actor.hidden_sizes=[16]",
                 "critic.hidden_sizes=[16]",
+                "critic.action_layer=0",
                 "total_steps=1_600",
                 "learning_starts=400",
                 "eval_every=400",

@@ -219,9 +219,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _training_errors() -> tuple[type[Exception], ...]:
-    from vadam_rl.train import Interrupted, NonFiniteError
+    from vadam_rl.train import Crashed, Interrupted, NonFiniteError
 
-    return (Interrupted, NonFiniteError)
+    return (Crashed, Interrupted, NonFiniteError)
 
 
 if __name__ == "__main__":

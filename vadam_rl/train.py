@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,13 @@ class NonFiniteError(RuntimeError):
 
 class Interrupted(Exception):
     """Training stopped by a signal after writing a checkpoint."""
+
+
+class Crashed(RuntimeError):
+    """An unexpected error stopped training; its traceback is in RUN_DIR/error.log."""
+
+
+ERROR_LOG = "error.log"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -191,7 +199,12 @@ def read_evaluations(run_dir: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with path.open() as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: _eval_value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _eval_value(column: str, text: str) -> float:
+    # Counts stay integers so that a resumed run rewrites the file byte for byte.
+    return int(float(text)) if column in ("step", "episodes") else float(text)
 
 
 def write_evaluations(run_dir: Path, rows: list[dict[str, float]]) -> None:
@@ -295,6 +308,15 @@ def train(
         ) from None
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: vadam-rl train --resume {run_dir}") from None
+    except Exception as err:
+        # One readable line for the user; the traceback goes to a file for the bug report.
+        log = run_dir / ERROR_LOG
+        layout.atomic_write_text(log, traceback.format_exc())
+        raise Crashed(
+            f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
+            f"checkpoint in {run_dir} is kept (continue with: vadam-rl train --resume "
+            f"{run_dir}); the traceback is in {log}"
+        ) from None
     finally:
         logger.close()
         run.collector.envs.close()
