@@ -8,14 +8,17 @@ import math
 import pytest
 import torch
 from optim_helpers import (
+    BATCH,
     DTYPE,
     INIT,
+    actor_closure,
     closure_for,
     fresh_params,
     grad_at,
     max_abs_diff,
     mean_loss,
     randn_like_params,
+    reference_rl_vadam,
     run,
 )
 
@@ -93,17 +96,6 @@ def test_foreach_and_single_tensor_kernels_agree():
 
 # -- the paper's RL setting ---------------------------------------------------------------------
 
-BATCH = 64
-
-
-def actor_loss(weights, obs, *, reduce):
-    """-Q(s, pi(s)) of a tanh actor against a fixed quadratic critic, summed or averaged."""
-    w1, b1, w2, b2 = weights
-    action = torch.tanh(torch.tanh(obs @ w1.T + b1) @ w2.T + b2)
-    target = torch.sin(obs[:, :2])
-    q = -(action - target).pow(2).sum(dim=1)
-    return reduce(-q)
-
 
 @pytest.mark.parametrize(
     ("lam_ref", "c_ref"),
@@ -126,38 +118,13 @@ def test_vadam_reproduces_the_reference_rl_update_on_summed_gradients(lam_ref, c
         generator=torch.Generator().manual_seed(9),
     )
 
-    def closure():
-        optimizer.zero_grad()
-        loss = actor_loss(params, obs, reduce=torch.mean)  # our convention: the batch mean
-        loss.backward()
-        return loss
-
-    # The reference RL code (ActorNetworkEpsilon.py, method "vadam"): summed gradient G,
-    # S from 0, sigma = 1/sqrt(S + lambda + c), TF-style bias correction of the step.
-    ref_noise = torch.Generator().manual_seed(9)
-    mu = [w.clone() for w in INIT]
-    big_m = [torch.zeros_like(w) for w in INIT]
-    big_s = [torch.zeros_like(w) for w in INIT]
-    for t in range(1, 51):
+    closure = actor_closure(optimizer, params, obs)  # our convention: the batch mean
+    reference = reference_rl_vadam(obs, torch.Generator().manual_seed(9), steps=50, lr=lr,
+                                   betas=(b1, b2), lam_ref=lam_ref, c_ref=c_ref)  # fmt: skip
+    for t, (mu, sigma) in enumerate(reference, start=1):
         optimizer.step(closure)
-
-        sigma = [1 / torch.sqrt(s_i + lam_ref + c_ref) for s_i in big_s]
-        eps = randn_like_params(ref_noise, mu)
-        theta = [mu_i + sig * e for mu_i, sig, e in zip(mu, sigma, eps, strict=True)]
-        big_g = grad_at(theta, lambda w: actor_loss(w, obs, reduce=torch.sum))
-        big_s = [b2 * s_i + (1 - b2) * g * g for s_i, g in zip(big_s, big_g, strict=True)]
-        big_m = [
-            b1 * m_i + (1 - b1) * (g + lam_ref * w)
-            for m_i, g, w in zip(big_m, big_g, mu, strict=True)
-        ]
-        step = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
-        mu = [
-            w - step * m_i / (torch.sqrt(s_i) + lam_ref)
-            for w, m_i, s_i in zip(mu, big_m, big_s, strict=True)
-        ]
         assert max_abs_diff(params, mu) < 1e-12, f"step {t}"
-        ref_sigma = [1 / torch.sqrt(s_i + lam_ref + c_ref) for s_i in big_s]
-        assert max_abs_diff(optimizer.posterior_std(), ref_sigma) < 1e-12
+        assert max_abs_diff(optimizer.posterior_std(), sigma) < 1e-12
 
 
 def test_the_rl_match_needs_the_tensorflow_damping_placement():
@@ -171,15 +138,8 @@ def test_the_rl_match_needs_the_tensorflow_damping_placement():
                           precision_floor=c_ref + lam_ref - BATCH * lam_ref,
                           damping_before_bias_correction=placement,
                           generator=torch.Generator().manual_seed(9))  # fmt: skip
-
-        def closure(optimizer=optimizer, params=params):
-            optimizer.zero_grad()
-            loss = actor_loss(params, obs, reduce=torch.mean)
-            loss.backward()
-            return loss
-
         for _ in range(10):
-            optimizer.step(closure)
+            optimizer.step(actor_closure(optimizer, params, obs))
         finals.append(params)
     assert max_abs_diff(*finals) > 1e-9
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from vadam_rl.optim.gaussian import (
     Closure,
     check_generator_device,
+    check_range,
     check_same_shapes,
     require_closure,
 )
@@ -102,6 +103,12 @@ def _ivon_class() -> type[torch.optim.Optimizer]:
             )
             self.generator = generator
             check_generator_device(generator, self._params())
+
+        def add_param_group(self, param_group: dict[str, Any]) -> None:
+            super().add_param_group(param_group)
+            # ivon accepts beta1 = 1, but its debiasing then divides the momentum, which never
+            # moves, by 1 - 1^t = 0: the first step turns every weight into NaN.
+            check_range("beta1", self.param_groups[-1]["beta1"], 0.0, 1.0)
 
         # ivon.IVON stores its step count in ``current_step``; keep it in the saved state.
         @property
