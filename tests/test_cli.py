@@ -9,7 +9,10 @@ import pytest
 import torch
 import yaml
 from conftest import TINY, popen_cli, run_cli
+from sb3_helpers import assert_sb3_matches
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from vadam_rl.networks import Actor
 
 SB3_TAGS = {
     "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/actor_loss",
@@ -48,6 +51,44 @@ def test_halfcheetah_run_writes_tensorboard_config_and_checkpoint(tmp_path: Path
     sigmas = [e.value for e in events.Scalars("posterior/sigma_mean/0.weight")]
     assert all(0 < s <= 0.01 for s in sigmas)  # the precision floor caps sigma at 1/sqrt(1e4)
     assert json.loads((run / "summary.json").read_text())["finished"] is True
+
+
+def test_a_trained_runs_zips_load_in_sb3_and_act_like_its_policies(tmp_path: Path):
+    run_cli(
+        "train", "--agent", "ddpg-vadam", "--env", "HalfCheetah-v5", "--total-steps", "2000",
+        "--log-dir", str(tmp_path), "--run-name", "cheetah", "--no-progress", *TINY,
+        "--set", "learning_starts=500", "--set", "eval_every=1000", check=True,
+    )  # fmt: skip
+    run = tmp_path / "cheetah"
+    exported = tmp_path / "best.zip"
+    run_cli("export", str(run), "-o", str(exported), "--checkpoint", "best", check=True)
+    for zip_path, policy in [(run / "model.zip", "step_2000.pt"), (exported, "best.pt")]:
+        actor = Actor(17, 6, [32, 32])  # HalfCheetah's observation and action sizes; TINY
+        actor.load_state_dict(torch.load(run / "policies" / policy, weights_only=True)["actor"])
+        assert_sb3_matches(zip_path, actor, "HalfCheetah-v5", episodes=1)
+
+
+def test_import_sb3_starts_a_run_from_the_zips_policy(tmp_path: Path):
+    from stable_baselines3 import DDPG
+
+    original = DDPG("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [32, 32]})
+    original.save(tmp_path / "sb3.zip")
+    run_cli(
+        "import-sb3", str(tmp_path / "sb3.zip"), "--agent", "ddpg-vadam", "--env", "Pendulum-v1",
+        "--total-steps", "400",
+        "--log-dir", str(tmp_path), "--run-name", "imported", "--no-progress",
+        "--set", "learning_starts=1000", "--set", "eval_episodes=1", check=True,
+    )  # fmt: skip
+    run = tmp_path / "imported"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["env_id"] == "Pendulum-v1" and config["actor"]["hidden_sizes"] == [32, 32]
+    assert config["tau"] == 0.005  # the preset's Pendulum-v1 overrides apply
+    exported = DDPG.load(run / "model.zip", device="cpu")  # no update ran: the same policy
+    obs = torch.randn(200, 3, generator=torch.Generator().manual_seed(0)).numpy()
+    assert (
+        abs(exported.predict(obs, deterministic=True)[0] - original.predict(obs, True)[0]).max()
+        <= 1e-6
+    )
 
 
 def pendulum_args(log_dir: Path, name: str, steps: int = 4000) -> list[str]:
@@ -131,6 +172,9 @@ BAD_INPUT = {
     "unknown preset": (["--agent", "ddpg-nope"], "unknown agent preset"),
     "unknown key": (["--set", "actor.nonsense=1"], "unknown config key"),
     "wrong type": (["--set", "actor.lr=abc"], "expected a number"),
+    "N out of range": (["--set", "actor.optimizer.train_set_size=0"], "train_set_size"),
+    "beta out of range": (["--set", "actor.optimizer.betas=[0.9,1.0]"], "betas[1]"),
+    "critic layout": (["--set", "critic.action_layer=2"], "critic.action_layer"),
 }
 
 
@@ -161,6 +205,24 @@ def test_resume_of_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
         result.returncode == 2 and "corrupt" in result.stderr and "Traceback" not in result.stderr
     )
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_rejected_resume_changes_nothing_in_the_run_dir(tmp_path: Path):
+    run_cli(*pendulum_args(tmp_path, "run", steps=1000), check=True)
+    run = tmp_path / "run"
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    checkpoint["generator_device"] = "cuda"  # as if it had been trained on a GPU
+    torch.save(checkpoint, run / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = run_cli("train", "--resume", str(run), "--total-steps", "2000", "--device", "cpu")
+    assert result.returncode == 2 and "resume it with --device cuda" in result.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+    (run / "config.yaml").write_text("actor: [unclosed")
+    for command in (["train", "--resume", str(run)], ["eval", str(run)], ["export", str(run)]):
+        result = run_cli(*command)
+        assert result.returncode == 2 and "config.yaml" in result.stderr, command
+        assert "Traceback" not in result.stderr, command
 
 
 def test_agents_lists_every_preset():

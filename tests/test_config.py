@@ -90,3 +90,24 @@ def test_unknown_preset_lists_the_known_ones():
 def test_posterior_exploration_needs_a_variational_actor():
     with pytest.raises(ConfigError, match="variational"):
         apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.name=adam"])
+
+
+def test_vadam_is_another_name_for_posterior_exploration_and_num_samples_reaches_vadam():
+    import torch
+
+    from vadam_rl.exploration import PosteriorSampling, make_exploration
+    from vadam_rl.networks import Actor
+    from vadam_rl.optim.factory import build_optimizer
+
+    config = load_preset("ddpg-vadam")
+    apply_overrides(config, ["exploration.kind=vadam", "actor.optimizer.num_samples=2"])
+    actor = Actor(3, 1, [4])
+    optimizer = build_optimizer(actor.parameters(), config.actor.optimizer)
+    assert optimizer.num_samples == 2
+    strategy = make_exploration(config.exploration, actor, optimizer, torch.Generator())
+    assert isinstance(strategy, PosteriorSampling)
+
+
+def test_out_of_range_optimizer_settings_are_config_errors():
+    with pytest.raises(ConfigError, match=r"actor\.optimizer: Invalid num_samples"):
+        apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.num_samples=0"])

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import tyro
 
@@ -26,6 +26,9 @@ from vadam_rl.config import (
 )
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
+
+if TYPE_CHECKING:
+    from vadam_rl.sb3_zip import ImportedPolicy
 
 # Subcommands defined outside this module, imported only when used (SB3, matplotlib and Ray
 # are slow to import and not needed to train).
@@ -88,9 +91,12 @@ def run_train(args: TrainArgs) -> None:
             return
         run_dir = args.resume
     else:
-        config = load_preset(args.agent, args.env)
-        if isinstance(args, ImportArgs):
-            initial_policy = _import_policy(args, config)
+        imported = _read_import(args) if isinstance(args, ImportArgs) else None
+        # The env's overrides of the preset apply to an imported policy's env too.
+        env = imported.env_id if imported is not None and args.env is None else args.env
+        config = load_preset(args.agent, env)
+        if imported is not None:
+            initial_policy = _apply_import(imported, config, args.env)
         if args.seed is not None:
             config.seed = args.seed
         if args.total_steps is not None:
@@ -117,15 +123,19 @@ def run_train(args: TrainArgs) -> None:
         print(f"SB3 model:     {run_dir / layout.MODEL_ZIP}")
 
 
-def _import_policy(args: ImportArgs, config: TrainConfig) -> dict:
+def _read_import(args: ImportArgs) -> ImportedPolicy:
     from vadam_rl.sb3_zip import import_sb3
 
     imported = import_sb3(args.model, weights_only=args.weights_only)
     if args.env is None and imported.env_id is None:
         raise UserError(f"{args.model} does not say which env it was trained on: pass --env")
+    return imported
+
+
+def _apply_import(imported: ImportedPolicy, config: TrainConfig, env: str | None) -> dict:
     imported.apply_to(config)
-    if args.env is not None:
-        config.env_id = args.env
+    if env is not None:
+        config.env_id = env
     for note in imported.notes:
         print(f"note: {note}")
     return imported.policy_file()
@@ -153,7 +163,6 @@ def _resume_config(
         if config.total_steps <= done:
             print(f"{run_dir} already finished ({done} steps); nothing to do")
             return None
-        (run_dir / layout.SUMMARY).unlink()
     if not (run_dir / layout.CHECKPOINT).is_file():
         raise UserError(f"cannot resume: {run_dir} has no checkpoint yet")
     return config

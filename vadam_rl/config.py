@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 
 OptimizerName = Literal["adam", "vadam", "vadagrad", "vprop", "ivon", "adam-explore"]
-ExplorationKind = Literal["posterior", "gaussian", "ornstein-uhlenbeck", "none"]
+ExplorationKind = Literal["posterior", "vadam", "gaussian", "ornstein-uhlenbeck", "none"]
 
 
 @dataclass
@@ -54,6 +54,8 @@ class OptimizerConfig:
     """Initial posterior precision (vadagrad, adam-explore, ivon's hess_init = this/N)."""
     sigma_lr: float = 0.01
     """Learning rate of the precision (adam-explore)."""
+    num_samples: int = 1
+    """Monte Carlo draws per step, gradients averaged (vadam, vadagrad, vprop, ivon)."""
 
 
 @dataclass
@@ -74,8 +76,8 @@ class ExplorationConfig:
     """How the behaviour policy differs from the trained (mean) actor."""
 
     kind: ExplorationKind = "gaussian"
-    """posterior (act with actor weights drawn from the actor optimizer's posterior) |
-    gaussian | ornstein-uhlenbeck (action noise) | none."""
+    """posterior, alias vadam (act with actor weights drawn from the actor optimizer's
+    posterior) | gaussian | ornstein-uhlenbeck (action noise) | none."""
     sigma: float = 0.1
     """Action-noise std in the squashed action space [-1, 1] (gaussian, ornstein-uhlenbeck)."""
     theta: float = 0.15
@@ -194,14 +196,19 @@ def load_preset(name: str, env_id: str | None = None) -> TrainConfig:
 
 def load_config_file(path: Path) -> TrainConfig:
     """Read a resolved config saved with a run."""
-    raw = yaml.safe_load(Path(path).read_text())
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read {path}: {type(err).__name__}: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: not a config mapping")
     return from_dict(TrainConfig, raw, where=str(path))
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    from vadam_rl.run_dir import atomic_write_text  # run_dir imports torch: only when saving
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -293,11 +300,32 @@ def validate(config: TrainConfig) -> None:
         opt = getattr(config, net).optimizer
         if opt.lr <= 0:
             raise ConfigError(f"{net}.optimizer.lr must be > 0, got {opt.lr}")
-    if config.exploration.kind == "posterior" and config.actor.optimizer.name == "adam":
+    for net in ("actor", "critic"):
+        _check_network(getattr(config, net), net)
+    if config.exploration.kind in ("posterior", "vadam") and config.actor.optimizer.name == "adam":
         raise ConfigError(
             "exploration.kind=posterior needs a variational actor optimizer "
             "(vadam, vadagrad, vprop, ivon or adam-explore), not adam"
         )
+
+
+def _check_network(net: NetworkConfig, name: str) -> None:
+    """The optimizer's own range checks and the critic's layout, as ConfigErrors."""
+    import torch  # lazily: reading and validating YAML should not need torch
+
+    from vadam_rl.optim.factory import build_optimizer
+
+    if any(width < 1 for width in net.hidden_sizes):
+        raise ConfigError(f"{name}.hidden_sizes must all be >= 1, got {net.hidden_sizes}")
+    if not 0 <= net.action_layer <= len(net.hidden_sizes) - 1 and name == "critic":
+        raise ConfigError(
+            f"critic.action_layer must be in [0, {len(net.hidden_sizes) - 1}] for "
+            f"{len(net.hidden_sizes)} hidden layers, got {net.action_layer}"
+        )
+    try:
+        build_optimizer([torch.zeros(1, requires_grad=True)], net.optimizer)
+    except (ValueError, ImportError) as err:  # ImportError: an optional optimizer package
+        raise ConfigError(f"{name}.optimizer: {err}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

@@ -106,7 +106,9 @@ class OrnsteinUhlenbeckNoise:
         return {"state": self.state}
 
     def load_state_dict(self, state: dict) -> None:
-        self.state = state.get("state")
+        saved = state.get("state")
+        device = next(self.actor.parameters()).device
+        self.state = None if saved is None else saved.to(device)
 
 
 class PosteriorSampling:
@@ -168,7 +170,7 @@ def make_exploration(
     generator: torch.Generator,
 ) -> Exploration:
     """The strategy named by ``config.kind``."""
-    if config.kind == "posterior":
+    if config.kind in ("posterior", "vadam"):  # "vadam": the name the paper's users know
         return PosteriorSampling(actor, actor_optimizer, config.resample_every)  # type: ignore[arg-type]
     if config.kind == "gaussian":
         return GaussianActionNoise(actor, config.sigma, generator)

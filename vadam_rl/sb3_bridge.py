@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import torch
@@ -334,7 +334,7 @@ def write_zoo_layout(model_zip: Path, config: TrainConfig, log_folder: Path) -> 
 
 def export_command(
     run_dir: tyro.conf.Positional[Path],
-    output: Path | None = None,
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None,
     checkpoint: str = "last",
     zoo_layout: Path | None = None,
 ) -> None:

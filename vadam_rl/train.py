@@ -138,6 +138,7 @@ def save_checkpoint(run: Run) -> None:
         "exploration": run.collector.exploration.state_dict(),
         "collector": run.collector.state_dict(),
         "generator": run.generator.get_state(),
+        "generator_device": run.device.type,
         "torch_rng": torch.get_rng_state(),
     }
     layout.atomic_torch_save(state, run.run_dir / layout.CHECKPOINT)
@@ -149,11 +150,19 @@ def load_checkpoint(run: Run) -> None:
     if not path.is_file():
         raise UserError(f"no checkpoint in {run.run_dir} (expected {layout.CHECKPOINT})")
     try:
-        state = torch.load(path, map_location=run.device, weights_only=True)
+        # On the CPU first: load_state_dict moves tensors to the parameters' device, except
+        # optimizer step counters, which must stay on the CPU (else Adam syncs on each step).
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         raise UserError(f"cannot read checkpoint {path}: corrupt or incomplete ({err})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a vadam-rl checkpoint (format {CHECKPOINT_FORMAT})")
+    saved_device = state.get("generator_device", "cpu")
+    if saved_device != run.device.type:
+        # CPU and CUDA random generators have different states: no exact continuation.
+        raise UserError(
+            f"{run.run_dir} was trained on {saved_device}; resume it with --device {saved_device}"
+        )
     try:
         run.agent.load_state_dict(state["agent"])
         run.buffer.load_state_dict(state["buffer"])
@@ -292,6 +301,7 @@ def train(
         load_initial_policy(run.agent, initial_policy)
     if resume:
         load_checkpoint(run)
+        (run_dir / layout.SUMMARY).unlink(missing_ok=True)  # extending a finished run
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / layout.CONFIG)

@@ -49,6 +49,7 @@ def _vadam(params: Params, cfg: OptimizerConfig, generator: torch.Generator | No
     return Vadam(
         params,
         train_set_size=cfg.train_set_size,
+        num_samples=cfg.num_samples,
         lr=cfg.lr,
         betas=cfg.betas,
         prior_precision=cfg.prior_precision,
@@ -62,6 +63,7 @@ def _vadagrad(params: Params, cfg: OptimizerConfig, generator: torch.Generator |
     return VadaGrad(
         params,
         train_set_size=cfg.train_set_size,
+        num_samples=cfg.num_samples,
         lr=cfg.lr,
         beta=cfg.betas[1],
         init_precision=cfg.init_precision,
@@ -73,6 +75,7 @@ def _vprop(params: Params, cfg: OptimizerConfig, generator: torch.Generator | No
     return Vprop(
         params,
         train_set_size=cfg.train_set_size,
+        num_samples=cfg.num_samples,
         lr=cfg.lr,
         beta=cfg.betas[1],
         prior_precision=cfg.prior_precision,
@@ -95,6 +98,7 @@ def _ivon(params: Params, cfg: OptimizerConfig, generator: torch.Generator | Non
         beta1=cfg.betas[0],
         beta2=cfg.betas[1],
         weight_decay=cfg.prior_precision / n,
+        mc_samples=cfg.num_samples,
         generator=generator,
     )
 
