@@ -4,6 +4,7 @@ import csv
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -326,3 +327,16 @@ def test_report_command_on_an_empty_folder_says_so_in_one_line(tmp_path: Path):
     result = run_cli("report", str(tmp_path))
     assert result.returncode == 2 and "no usable runs" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_saved_before_a_config_field_existed_has_the_same_settings(tmp_path: Path):
+    from vadam_rl.config import load_preset, to_dict
+    from vadam_rl.report import config_differences
+
+    new = to_dict(load_preset("ddpg-vadam"))
+    old = to_dict(load_preset("ddpg-vadam"))
+    del old["actor"]["optimizer"]["num_samples"]  # as written before the field existed
+    runs = [SimpleNamespace(config=new), SimpleNamespace(config=old)]
+    assert config_differences(runs) == []
+    old["actor"]["optimizer"]["num_samples"] = 3
+    assert config_differences(runs) == ["actor.optimizer.num_samples"]

@@ -42,7 +42,7 @@ import tyro
 import yaml
 
 from vadam_rl import run_dir as layout
-from vadam_rl.config import apply_overrides, load_preset, to_dict
+from vadam_rl.config import apply_overrides, flat_settings, load_preset, to_dict
 from vadam_rl.errors import UserError
 
 DEFAULT_PRESETS = ("ddpg-vadam", "ddpg-adam-plain", "ddpg-adam")
@@ -167,7 +167,7 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"cannot read {path}: {err}") from None
     ignored = {"total_steps", "device"}  # may change between sessions: extend, move to a GPU
-    mine, theirs = _flatten(expected), _flatten(saved if isinstance(saved, dict) else {})
+    mine, theirs = flat_settings(expected), flat_settings(saved if isinstance(saved, dict) else {})
     differing = [
         f"{key}: {theirs[key]!r} there, {mine[key]!r} here"
         for key in sorted(mine.keys() & theirs.keys() - ignored)
@@ -178,16 +178,6 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
             f"{job.run_dir} was trained with other settings ({'; '.join(differing[:3])}); "
             "pass the same --set flags or use another --runs-dir"
         )
-
-
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 # --------------------------------------------------------------------------------------------

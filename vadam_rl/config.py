@@ -385,3 +385,26 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     return value
+
+
+def flat_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as dotted keys, with the defaults of fields it predates filled in.
+
+    Runs written before a field existed then compare equal to newer runs that leave it at
+    its default; a config that no longer parses is flattened as it is.
+    """
+    try:
+        resolved = to_dict(from_dict(TrainConfig, saved, where="config"))
+    except ConfigError:
+        resolved = saved
+    return _flatten(resolved)
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out

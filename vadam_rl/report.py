@@ -49,6 +49,7 @@ import yaml
 
 from vadam_rl import run_dir as layout
 from vadam_rl import stats
+from vadam_rl.config import flat_settings
 from vadam_rl.errors import UserError
 
 LEARNING_CURVES = "learning_curves.png"
@@ -401,19 +402,9 @@ def differences(results: list[MethodResult]) -> list[Difference]:
 
 def config_differences(runs: list[Run]) -> list[str]:
     """Config keys (dotted) whose values differ between runs of one group, seed aside."""
-    flat = [_flatten(run.config) for run in runs]
+    flat = [flat_settings(run.config) for run in runs]
     keys = sorted(set().union(*flat) - {"seed", "device"})
     return [key for key in keys if len({repr(f.get(key)) for f in flat}) > 1]
-
-
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _notes(groups: dict[tuple[str, str], list[Run]], final_evals: int) -> list[str]:
