@@ -40,3 +40,28 @@ def test_same_seed_gives_identical_returns(tmp_path: Path):
 
     first, second = run("a"), run("b")
     assert len(first) == 4 and first == second
+
+
+def test_vector_envs_that_never_end_episodes_together_still_get_checkpoints(tmp_path: Path):
+    # Hopper episodes under random actions end early, at different steps per env, so both
+    # envs are rarely between episodes at once (without the fallback: checkpoints at 1568 only).
+    config = load_preset("ddpg-adam", "Hopper-v5")
+    apply_overrides(
+        config,
+        [
+            "num_envs=2",
+            "total_steps=3_000",
+            "actor.hidden_sizes=[8]",
+            "critic.hidden_sizes=[8,8]",
+            "learning_starts=5_000",  # random actions throughout: only checkpoints matter
+            "checkpoint_every=200",
+            "eval_every=0",
+            "eval_episodes=1",
+        ],
+    )
+    train(config, tmp_path / "run", progress_bar=False)
+    steps = sorted(
+        int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "policies").glob("step_*")
+    )
+    gaps = [b - a for a, b in zip([0, *steps], steps, strict=False)]
+    assert max(gaps) <= 2 * 200 + 2, steps

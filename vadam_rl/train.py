@@ -338,7 +338,7 @@ def _loop(run: Run, logger: RunLogger, stop: dict[str, int], progress_bar: bool)
     started = time.perf_counter()
     session_start_step = prog.step
     wall_before = prog.wall_time_s
-    checkpoint_pending = False
+    pending_since: int | None = None  # step at which a checkpoint fell due
     bar = tqdm(
         total=config.total_steps,
         initial=prog.step,
@@ -368,13 +368,13 @@ def _loop(run: Run, logger: RunLogger, stop: dict[str, int], progress_bar: bool)
         if crossed(before, prog.step, config.eval_every):
             metrics.check_finite()
             run_evaluation(run, logger, bar)
-        if crossed(before, prog.step, config.checkpoint_every):
-            checkpoint_pending = True
-        if checkpoint_pending and run.collector.at_episode_boundary:
+        if pending_since is None and crossed(before, prog.step, config.checkpoint_every):
+            pending_since = prog.step
+        if pending_since is not None and _checkpoint_now(run, prog.step - pending_since):
             metrics.check_finite()
             save_checkpoint(run)
             save_policy_snapshot(run)
-            checkpoint_pending = False
+            pending_since = None
         if stop["signal"]:
             metrics.check_finite()
             save_checkpoint(run)
@@ -384,6 +384,16 @@ def _loop(run: Run, logger: RunLogger, stop: dict[str, int], progress_bar: bool)
     metrics.check_finite()
     bar.update(prog.step - bar.n)
     bar.close()
+
+
+def _checkpoint_now(run: Run, steps_overdue: int) -> bool:
+    """At an episode boundary (an exact resume point), or once waiting for one is hopeless.
+
+    Vector envs whose episodes end at different times (early termination) may never all be
+    between episodes at once; after another ``checkpoint_every`` steps the checkpoint is
+    written anyway, and a resume from it restarts the unfinished episodes.
+    """
+    return run.collector.at_episode_boundary or steps_overdue >= run.config.checkpoint_every
 
 
 def _last_return(run: Run) -> str:
