@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make train   install into .venv and train the default agent (Vadam-DDPG) on HalfCheetah-v5
 #   make test    install into .venv (with dev tools) and run the test suite
+#   make bench   training speed vs Stable-Baselines3 and the compute bound (BENCH_ARGS=--short)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -10,6 +11,7 @@ STEPS ?= 100000
 SEED ?= 0
 LOGDIR ?= runs
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 BIN := $(VENV)/bin
 
@@ -33,6 +35,10 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Writes bench/results/result.json and result.md; e.g. BENCH_ARGS="--short" or "--device cuda".
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check vadam_rl tests bench scripts

@@ -1,0 +1,80 @@
+"""The benchmark entry point runs end to end and writes a complete, sane result.
+
+Timings are not asserted: they depend on the machine and its load. The run is tiny (tens of
+training steps); its numbers mean nothing, only their presence and sign do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import cli_env
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench")
+    command = [sys.executable, str(BENCH), "--short", "--steps", "8", "--learning-starts",
+               "16", "--threads", "1", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=cli_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "result.json").read_text()), (out / "result.md").read_text()
+
+
+def test_short_run_writes_every_measurement_as_a_positive_number(result):
+    data, _ = result
+    rows = [data["ours"]["ddpg-adam"], data["ours"]["ddpg-vadam"], data["sb3"]]
+    for row in rows:
+        for key in ("steps_per_s", "update_per_s", "timed_seconds", "peak_rss_mib"):
+            assert row[key] > 0, key
+        assert row["timed_steps"] == 8
+        assert row["interval_steps_per_s"]["min"] > 0
+        assert row["cuda_max_allocated_mib"] is None  # CPU run
+    assert data["env_alone"]["steps_per_s"] > 0
+    for key in ("flops_per_update", "matmul_gflops", "updates_per_s"):
+        assert data["bound"][key] > 0, key
+    assert set(data["ratios"]) == {
+        "ddpg-adam/sb3", "ddpg-adam/bound", "ddpg-vadam/sb3", "ddpg-vadam/bound"
+    }  # fmt: skip
+    assert all(ratio > 0 for ratio in data["ratios"].values())
+
+
+def test_short_run_names_the_machine(result):
+    machine = result[0]["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1
+    assert machine["device"] == "cpu" and machine["torch_threads"] == 1
+    assert machine["torch"]
+
+
+def test_markdown_table_has_a_row_per_contender(result):
+    table = result[1]
+    for row in ("| ours ddpg-adam |", "| ours ddpg-vadam |", "| SB3 DDPG |", "| compute bound |"):
+        assert row in table
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert {line.count("|") for line in rows} == {rows[0].count("|")}  # no ragged row
+
+
+def test_update_flops_match_the_hand_count():
+    bench = load_bench()
+    # Per network forward pass at batch 100: 2 * 100 * sum(in * out) over its three layers.
+    actor = 200 * (17 * 400 + 400 * 300 + 300 * 6)
+    critic = 200 * (23 * 400 + 400 * 300 + 300 * 1)
+    # Targets (A + C), critic fwd+bwd (3C), actor fwd+bwd through the critic (3A + 3C).
+    assert bench.flops(bench.update_matmuls()) == 4 * actor + 7 * critic
+    assert bench.flops(bench.update_matmuls(minimal=True)) < 4 * actor + 7 * critic
