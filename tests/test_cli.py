@@ -104,9 +104,9 @@ def final_weights(run: Path, step: int) -> dict:
 
 
 def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path: Path):
-    run_cli(*pendulum_args(tmp_path, "whole"), check=True)
+    run_cli(*pendulum_args(tmp_path, "whole", steps=3000), check=True)
     log = tmp_path / "killed.log"
-    process = popen_cli(*pendulum_args(tmp_path, "killed"), log=log)
+    process = popen_cli(*pendulum_args(tmp_path, "killed", steps=3000), log=log)
     wait_for(log, "step     2,500")
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -119,8 +119,8 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path: Path):
 
     assert returns("killed") == returns("whole")
     whole, killed = (
-        final_weights(tmp_path / "whole", 4000),
-        final_weights(tmp_path / "killed", 4000),
+        final_weights(tmp_path / "whole", 3000),
+        final_weights(tmp_path / "killed", 3000),
     )
     for key in ("actor", "critic"):
         assert all(torch.equal(whole[key][n], killed[key][n]) for n in whole[key])
