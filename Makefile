@@ -11,6 +11,8 @@ STEPS ?= 100000
 SEED ?= 0
 LOGDIR ?= runs
 PYTEST_ARGS ?=
+# MuJoCo's offscreen rendering (videos) needs EGL here; .ci/run and make test agree on it.
+export MUJOCO_GL ?= egl
 BENCH_ARGS ?=
 
 BIN := $(VENV)/bin

@@ -269,6 +269,13 @@ def check_same_shapes(targets: list[Tensor], means: list[Tensor]) -> None:
         )
 
 
+def check_num_samples(num_samples: int) -> int:
+    """The number of Monte Carlo draws per step, or a ValueError naming the valid range."""
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"Invalid num_samples: {num_samples} (must be an integer >= 1)")
+    return num_samples
+
+
 def check_range(name: str, value: float, low: float, high: float | None = None, *, low_open=False):
     """ValueError naming the argument and its valid range unless low <=/< value < high."""
     above = value > low if low_open else value >= low

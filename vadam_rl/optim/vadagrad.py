@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vadam_rl.optim.gaussian import Closure, DiagonalGaussianOptimizer, check_range
+from vadam_rl.optim.gaussian import (
+    Closure,
+    DiagonalGaussianOptimizer,
+    check_num_samples,
+    check_range,
+)
 
 __all__ = ["VadaGrad"]
 
@@ -61,9 +66,7 @@ class VadaGrad(DiagonalGaussianOptimizer):
         *,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"Invalid num_samples: {num_samples} (must be an integer >= 1)")
-        self.num_samples = num_samples
+        self.num_samples = check_num_samples(num_samples)
         defaults = dict(
             lr=lr, beta=beta, train_set_size=train_set_size, init_precision=init_precision
         )

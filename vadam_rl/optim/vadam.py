@@ -14,7 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vadam_rl.optim.gaussian import Closure, DiagonalGaussianOptimizer, check_range
+from vadam_rl.optim.gaussian import (
+    Closure,
+    DiagonalGaussianOptimizer,
+    check_num_samples,
+    check_range,
+)
 
 __all__ = ["Vadam", "vadam"]
 
@@ -116,9 +121,7 @@ class Vadam(DiagonalGaussianOptimizer):
         generator: torch.Generator | None = None,
         foreach: bool | None = None,
     ) -> None:
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"Invalid num_samples: {num_samples} (must be an integer >= 1)")
-        self.num_samples = num_samples
+        self.num_samples = check_num_samples(num_samples)
         defaults = dict(
             lr=lr,
             betas=betas,

@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vadam_rl.optim.gaussian import Closure, DiagonalGaussianOptimizer, check_range
+from vadam_rl.optim.gaussian import (
+    Closure,
+    DiagonalGaussianOptimizer,
+    check_num_samples,
+    check_range,
+)
 from vadam_rl.optim.vadam import (
     check_vadam_group,
     init_state_like_reference,
@@ -61,9 +66,7 @@ class Vprop(DiagonalGaussianOptimizer):
         *,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"Invalid num_samples: {num_samples} (must be an integer >= 1)")
-        self.num_samples = num_samples
+        self.num_samples = check_num_samples(num_samples)
         defaults = dict(
             lr=lr,
             beta=beta,
