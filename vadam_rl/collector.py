@@ -17,6 +17,7 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 
+from vadam_rl import rng
 from vadam_rl.buffer import ReplayBuffer
 from vadam_rl.envs import make_env
 from vadam_rl.exploration import Exploration
@@ -108,9 +109,7 @@ class RolloutCollector:
         assert self.obs is not None
         obs = torch.as_tensor(self.obs, dtype=torch.float32).to(self.device, non_blocking=True)
         if random_actions:
-            action = torch.rand(
-                (self.num_envs, self.act_dim), device=self.device, generator=self.generator
-            )
+            action = rng.rand((self.num_envs, self.act_dim), self.generator, device=self.device)
             action = 2.0 * action - 1.0
         else:
             step = self.exploration.act(obs)

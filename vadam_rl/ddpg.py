@@ -12,12 +12,13 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vadam_rl.buffer import Batch
 from vadam_rl.config import TrainConfig
 from vadam_rl.networks import Actor, Critic, polyak_update
 from vadam_rl.optim.factory import build_optimizer
+from vadam_rl.rng import Generators
 
 
 class DDPG:
@@ -32,22 +33,29 @@ class DDPG:
         act_dim: int,
         config: TrainConfig,
         device: torch.device,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> None:
-        self.gamma = config.gamma
-        self.tau = config.tau
-        self.actor = Actor(
+        actor = Actor(
             obs_dim, act_dim, config.actor.hidden_sizes, config.actor.final_layer_init
         ).to(device)
-        self.critic = Critic(
+        critic = Critic(
             obs_dim,
             act_dim,
             config.critic.hidden_sizes,
             config.critic.action_layer,
             config.critic.final_layer_init,
         ).to(device)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self._setup(actor, critic, config, generator)
+
+    def _setup(
+        self, actor: nn.Module, critic: nn.Module, config: TrainConfig, generator: Generators
+    ) -> None:
+        self.gamma = config.gamma
+        self.tau = config.tau
+        self.actor = actor
+        self.critic = critic
+        self.actor_target = copy.deepcopy(actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(critic).requires_grad_(False)
         self.actor_optimizer = build_optimizer(
             self.actor.parameters(), config.actor.optimizer, generator=generator
         )
@@ -69,16 +77,17 @@ class DDPG:
 
         def critic_closure() -> Tensor:
             self.critic_optimizer.zero_grad(set_to_none=True)
-            loss = F.mse_loss(self.critic(batch.obs, batch.actions), target_q)
-            loss.backward()
+            q = self.critic(batch.obs, batch.actions)
+            loss = self.batch_mean(F.mse_loss(q, target_q, reduction="none"))
+            loss.sum().backward()
             return loss
 
         critic_loss = self.critic_optimizer.step(critic_closure)
 
         def actor_closure() -> Tensor:
             self.actor_optimizer.zero_grad(set_to_none=True)
-            loss = -self.critic(batch.obs, self.actor(batch.obs)).mean()
-            loss.backward()
+            loss = -self.batch_mean(self.critic(batch.obs, self.actor(batch.obs)))
+            loss.sum().backward()
             return loss
 
         # The actor loss needs gradients w.r.t. the actor only; freezing the critic skips the
@@ -94,8 +103,13 @@ class DDPG:
         return {
             "critic_loss": critic_loss.detach(),  # type: ignore[union-attr]
             "actor_loss": actor_loss.detach(),  # type: ignore[union-attr]
-            "q_target_mean": target_q.mean(),
+            "q_target_mean": self.batch_mean(target_q),
         }
+
+    @staticmethod
+    def batch_mean(values: Tensor) -> Tensor:
+        """Mean over the minibatch, (batch, 1) -> (); a population keeps one per agent."""
+        return values.mean()
 
     def state_dict(self) -> dict:
         return {

@@ -13,8 +13,10 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
+from vadam_rl import rng
 from vadam_rl.config import ExplorationConfig
 from vadam_rl.optim.base import VariationalOptimizer
+from vadam_rl.rng import Generators
 
 
 class ExplorationStep(NamedTuple):
@@ -57,14 +59,14 @@ class NoExploration:
 class GaussianActionNoise:
     """a = clip(pi(s) + sigma * eps, -1, 1), eps ~ N(0, I) drawn fresh every step."""
 
-    def __init__(self, actor: nn.Module, sigma: float, generator: torch.Generator) -> None:
+    def __init__(self, actor: nn.Module, sigma: float, generator: Generators) -> None:
         self.actor = actor
         self.sigma = sigma
         self.generator = generator
 
     def act(self, obs: Tensor) -> ExplorationStep:
         mean = self.actor(obs)
-        noise = torch.randn(mean.shape, device=mean.device, generator=self.generator)
+        noise = rng.randn(mean.shape, self.generator, device=mean.device)
         return ExplorationStep((mean + self.sigma * noise).clamp(-1.0, 1.0), mean)
 
     def on_episode_end(self, done: Tensor) -> None:
@@ -81,9 +83,7 @@ class OrnsteinUhlenbeckNoise:
     """Temporally correlated action noise (DDPG paper), dt = 1, reset at each episode end:
     x <- x + theta * (0 - x) + sigma * eps."""
 
-    def __init__(
-        self, actor: nn.Module, sigma: float, theta: float, generator: torch.Generator
-    ) -> None:
+    def __init__(self, actor: nn.Module, sigma: float, theta: float, generator: Generators) -> None:
         self.actor = actor
         self.sigma = sigma
         self.theta = theta
@@ -94,7 +94,7 @@ class OrnsteinUhlenbeckNoise:
         mean = self.actor(obs)
         if self.state is None:
             self.state = torch.zeros_like(mean)
-        eps = torch.randn(mean.shape, device=mean.device, generator=self.generator)
+        eps = rng.randn(mean.shape, self.generator, device=mean.device)
         self.state = self.state - self.theta * self.state + self.sigma * eps
         return ExplorationStep((mean + self.state).clamp(-1.0, 1.0), mean)
 
@@ -167,7 +167,7 @@ def make_exploration(
     config: ExplorationConfig,
     actor: nn.Module,
     actor_optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    generator: Generators,
 ) -> Exploration:
     """The strategy named by ``config.kind``."""
     if config.kind in ("posterior", "vadam"):  # "vadam": the name the paper's users know

@@ -20,6 +20,7 @@ from vadam_rl.optim.gaussian import (
     require_closure,
 )
 from vadam_rl.optim.vadam import _multi_tensor_vadam
+from vadam_rl.rng import Generators
 
 __all__ = ["AdamExplore"]
 
@@ -72,7 +73,7 @@ class AdamExplore(DiagonalGaussianOptimizer):
         init_precision: float = 1e4,
         *,
         eps_before_bias_correction: bool = False,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> None:
         defaults = dict(
             lr=lr,

@@ -24,6 +24,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from vadam_rl import rng
+from vadam_rl.rng import Generators
+
 Closure = Callable[[], Any]
 
 
@@ -57,7 +60,7 @@ class DiagonalGaussianOptimizer(Optimizer):
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
         defaults: dict[str, Any],
         *,
-        generator: torch.Generator | None,
+        generator: Generators,
     ) -> None:
         super().__init__(params, defaults)
         self.generator = generator
@@ -149,10 +152,7 @@ class DiagonalGaussianOptimizer(Optimizer):
 
     def _draw_noise(self, params: list[Tensor]) -> list[Tensor]:
         """eps ~ N(0, I), one ``torch.randn`` per parameter, in order, from ``generator``."""
-        return [
-            torch.randn(p.shape, generator=self.generator, dtype=p.dtype, device=p.device)
-            for p in params
-        ]
+        return [rng.randn(p.shape, self.generator, dtype=p.dtype, device=p.device) for p in params]
 
     def _gradients_at_samples(
         self, closure: Closure | None, num_samples: int
@@ -244,7 +244,7 @@ def require_closure(optimizer: Optimizer, closure: Closure | None) -> Closure:
     return closure
 
 
-def check_generator_device(generator: torch.Generator | None, params: list[Tensor]) -> None:
+def check_generator_device(generator: Generators, params: list[Tensor]) -> None:
     """The noise is drawn on each parameter's device, so the generator must live there."""
     if generator is None:
         return

@@ -19,6 +19,7 @@ from vadam_rl.optim.gaussian import (
     check_num_samples,
     check_range,
 )
+from vadam_rl.rng import Generators
 
 __all__ = ["VadaGrad"]
 
@@ -64,7 +65,7 @@ class VadaGrad(DiagonalGaussianOptimizer):
         init_precision: float = 1e4,
         num_samples: int = 1,
         *,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> None:
         self.num_samples = check_num_samples(num_samples)
         defaults = dict(

@@ -20,6 +20,7 @@ from vadam_rl.optim.gaussian import (
     check_num_samples,
     check_range,
 )
+from vadam_rl.rng import Generators
 
 __all__ = ["Vadam", "vadam"]
 
@@ -118,7 +119,7 @@ class Vadam(DiagonalGaussianOptimizer):
         precision_floor: float = 0.0,
         *,
         damping_before_bias_correction: bool = False,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         foreach: bool | None = None,
     ) -> None:
         self.num_samples = check_num_samples(num_samples)

@@ -24,6 +24,7 @@ from vadam_rl.optim.vadam import (
     init_state_like_reference,
     sigma_from_second_moment,
 )
+from vadam_rl.rng import Generators
 
 __all__ = ["Vprop"]
 
@@ -64,7 +65,7 @@ class Vprop(DiagonalGaussianOptimizer):
         num_samples: int = 1,
         precision_floor: float = 0.0,
         *,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> None:
         self.num_samples = check_num_samples(num_samples)
         defaults = dict(
