@@ -50,6 +50,9 @@ class TrainArgs:
     """Gymnasium env id with a Box action space (default: the preset's, HalfCheetah-v5)."""
     seed: int | None = None
     """Random seed (default: the preset's, 0)."""
+    seeds: str | None = None
+    """Train several seeds at once as one population in this process, e.g. 0-4 or 0,2,7:
+    one run directory per seed (AGENT_ENV_sSEED, or RUN_NAME_sSEED)."""
     total_steps: int | None = None
     """Environment steps to train for (default: the preset's)."""
     log_dir: Path = Path("runs")
@@ -62,9 +65,9 @@ class TrainArgs:
     """Override a config field, e.g. --set actor.lr=3e-4 (repeatable)."""
     device: Literal["auto", "cpu", "cuda"] | None = None
     """auto (CUDA if present), cpu or cuda (default: the preset's, auto)."""
-    resume: Path | None = None
+    resume: list[Path] | None = None
     """Continue the interrupted run in this directory (its config.yaml rules; only
-    --total-steps and --device may change)."""
+    --total-steps and --device may change). Several directories: a population's runs."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -84,12 +87,17 @@ def run_train(args: TrainArgs) -> None:
     from vadam_rl import run_dir as layout
     from vadam_rl.train import train
 
+    if args.seeds is not None or (args.resume is not None and len(args.resume) > 1):
+        run_population(args)
+        return
     initial_policy = None
     if args.resume is not None:
-        config = _resume_config(args.resume, args.total_steps, args.device)
+        if not args.resume:
+            raise UserError("--resume needs a run directory")
+        config = _resume_config(args.resume[0], args.total_steps, args.device)
         if config is None:
             return
-        run_dir = args.resume
+        run_dir = args.resume[0]
     else:
         imported = _read_import(args) if isinstance(args, ImportArgs) else None
         # The env's overrides of the preset apply to an imported policy's env too.
@@ -121,6 +129,72 @@ def run_train(args: TrainArgs) -> None:
     )
     if (run_dir / layout.MODEL_ZIP).is_file():
         print(f"SB3 model:     {run_dir / layout.MODEL_ZIP}")
+
+
+def run_population(args: TrainArgs) -> None:
+    """``--seeds 0-4`` (or ``--resume`` of several run directories): one population."""
+    from vadam_rl.population import train_population
+
+    if isinstance(args, ImportArgs):
+        raise UserError("import-sb3 starts one run; --seeds is not supported there")
+    if args.resume is not None:
+        if args.seeds is not None:
+            raise UserError("--seeds and --resume do not go together (the runs have theirs)")
+        configs = [_resume_config(d, args.total_steps, args.device) for d in args.resume]
+        if all(config is None for config in configs):
+            return
+        if any(config is None for config in configs):
+            raise UserError("some of these runs are finished and some not: resume them one by one")
+        run_dirs = list(args.resume)
+    else:
+        if args.seed is not None:
+            raise UserError("give either --seed or --seeds, not both")
+        configs, run_dirs = [], []
+        for seed in parse_seeds(args.seeds or ""):
+            config = load_preset(args.agent, args.env)
+            config.seed = seed
+            if args.total_steps is not None:
+                config.total_steps = args.total_steps
+            if args.device is not None:
+                config.device = args.device
+            apply_overrides(config, list(args.set))
+            name = None if args.run_name is None else f"{args.run_name}_s{seed}"
+            configs.append(config)
+            run_dirs.append(_new_run_dir(args.log_dir, name, config))
+    make_env(configs[0].env_id).close()  # type: ignore[union-attr]
+    print(f"{len(run_dirs)} runs in one process:")
+    for run_dir in run_dirs:
+        print(f"  {run_dir}")
+    print(f"watch them:    tensorboard --logdir {run_dirs[0].parent}")
+    summaries = train_population(
+        configs,  # type: ignore[arg-type]
+        run_dirs,
+        resume=args.resume is not None,
+        progress_bar=args.progress,
+    )
+    steps = sum(summary["total_steps"] for summary in summaries)
+    wall = max(summary["wall_time_s"] for summary in summaries)
+    rate = steps / max(wall, 1e-9)
+    print(f"finished {len(summaries)} runs: {steps} steps in {wall:.0f} s ({rate:.0f} steps/s)")
+    for run_dir, summary in zip(run_dirs, summaries, strict=True):
+        print(f"  {run_dir}: final eval return {summary['final_eval_return']:.1f}")
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' and '0-2,9' likewise; duplicates are refused."""
+    seeds: list[int] = []
+    try:
+        for part in spec.split(","):
+            low, dash, high = part.strip().partition("-")
+            first, last = int(low), int(high) if dash else int(low)
+            if last < first:
+                raise ValueError
+            seeds += range(first, last + 1)
+    except ValueError:
+        raise UserError(f"--seeds {spec!r}: expected a list like 0-4 or 0,2,7") from None
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {spec!r} names a seed twice")
+    return seeds
 
 
 def _read_import(args: ImportArgs) -> ImportedPolicy:

@@ -231,12 +231,17 @@ def write_evaluations(run_dir: Path, rows: list[dict[str, float]]) -> None:
 
 
 class Metrics:
-    """Sums of per-update tensor metrics, read (one host sync) only at log time."""
+    """Sums of per-update tensor metrics, read (one host sync) only at log time.
 
-    def __init__(self) -> None:
+    Metrics are 0-d for one agent, (K,) for a population; ``labels`` name the K agents in
+    the non-finite message.
+    """
+
+    def __init__(self, labels: list[str] | None = None) -> None:
         self.sums: dict[str, Tensor] = {}
         self.count = 0
         self.first_bad_step: dict[str, Tensor] = {}
+        self.labels = labels
 
     def add(self, metrics: dict[str, Tensor], step: int) -> None:
         for name, value in metrics.items():
@@ -250,14 +255,28 @@ class Metrics:
 
     def check_finite(self) -> None:
         for name, first in self.first_bad_step.items():
-            if float(first) >= 0:
-                raise NonFiniteError(f"{name} became non-finite at step {int(first)}")
+            bad = (first >= 0).reshape(-1)
+            if bool(bad.any()):
+                agent = int(bad.nonzero()[0])
+                where = f" in {self.labels[agent]}" if self.labels else ""
+                step = int(first.reshape(-1)[agent])
+                raise NonFiniteError(f"{name} became non-finite at step {step}{where}")
 
     def pop_means(self) -> dict[str, float]:
-        means = {name: float(total) / self.count for name, total in self.sums.items()}
-        self.sums = {name: torch.zeros_like(total) for name, total in self.sums.items()}
+        count = self.count
+        return {name: float(total) / count for name, total in self._reset().items()}
+
+    def pop_agent_means(self, num_agents: int) -> list[dict[str, float]]:
+        """A population's means, one dict per agent (one host sync per metric)."""
+        count = self.count
+        sums = {name: total.tolist() for name, total in self._reset().items()}
+        return [{name: v[k] / count for name, v in sums.items()} for k in range(num_agents)]
+
+    def _reset(self) -> dict[str, Tensor]:
+        sums = self.sums
+        self.sums = {name: torch.zeros_like(total) for name, total in sums.items()}
         self.count = 0
-        return means
+        return sums
 
 
 def crossed(before: int, after: int, every: int) -> bool:
@@ -427,7 +446,7 @@ def _actor_param_names(run: Run) -> list[str]:
     return [name.removeprefix("mu.") for name, _ in run.agent.actor.named_parameters()]
 
 
-def run_evaluation(run: Run, logger: RunLogger, bar: tqdm) -> dict[str, float]:
+def run_evaluation(run: Run, logger: RunLogger, bar: tqdm, label: str = "") -> dict[str, float]:
     """Evaluate the mean actor; log, record the row, save the policy (best too)."""
     prog, config = run.progress, run.config
     result = evaluate(
@@ -458,8 +477,8 @@ def run_evaluation(run: Run, logger: RunLogger, bar: tqdm) -> dict[str, float]:
         prog.best_return = result.mean_return
         layout.atomic_torch_save(policy, run.run_dir / layout.POLICIES / layout.BEST_POLICY)
     bar.write(
-        f"step {prog.step:>9,}  eval return {result.mean_return:9.1f} ± {result.std_return:.1f}"
-        f"  (best {prog.best_return:.1f})"
+        f"{label}step {prog.step:>9,}  eval return {result.mean_return:9.1f} "
+        f"± {result.std_return:.1f}  (best {prog.best_return:.1f})"
     )
     return row
 

@@ -1,0 +1,145 @@
+"""The population's learner and replay buffer: DDPG and ReplayBuffer with an agent dimension."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from vadam_rl import rng
+from vadam_rl.buffer import Batch
+from vadam_rl.config import ConfigError, TrainConfig
+from vadam_rl.ddpg import DDPG
+from vadam_rl.population.stacking import select_agent, stack_modules
+from vadam_rl.rng import AgentGenerators
+
+# Optimizers whose state is per weight (elementwise): stacking agents along a new leading
+# dimension leaves each agent's update unchanged. IVON keeps flattened, shared state.
+STACKABLE_OPTIMIZERS = ("adam", "vadam", "vadagrad", "vprop", "adam-explore")
+
+
+def check_stackable(config: TrainConfig) -> None:
+    """ConfigError for settings a population cannot train like K single runs."""
+    for role, net in (("actor", config.actor), ("critic", config.critic)):
+        if net.optimizer.name not in STACKABLE_OPTIMIZERS:
+            raise ConfigError(
+                f"{role}.optimizer.name={net.optimizer.name!r} cannot be trained as a "
+                f"population (supported: {', '.join(STACKABLE_OPTIMIZERS)}); train the "
+                "seeds one by one"
+            )
+    if config.exploration.kind in ("posterior", "vadam") and config.exploration.resample_every == 0:
+        raise ConfigError(
+            "exploration.resample_every=0 (redraw when an episode ends) is not supported by "
+            "population training, whose agents end episodes at different times; use >= 1"
+        )
+
+
+class PopulationDDPG(DDPG):
+    """K DDPG agents whose networks and optimizer states are stacked along dim 0.
+
+    Built from K single agents (``agents``, initialised with their own seeds), whose weights
+    it copies; obs: (K, batch, obs_dim) -> actions (K, batch, act_dim). Losses are averaged
+    over each agent's minibatch and summed over agents, so agent k's gradient is the one its
+    single run would compute. Metrics come back with shape (K,).
+    """
+
+    def __init__(
+        self, agents: Sequence[DDPG], config: TrainConfig, generators: AgentGenerators
+    ) -> None:
+        check_stackable(config)
+        self.num_agents = len(agents)
+        actor = stack_modules([agent.actor for agent in agents])
+        critic = stack_modules([agent.critic for agent in agents])
+        self._setup(actor, critic, config, generators)
+
+    @staticmethod
+    def batch_mean(values: Tensor) -> Tensor:
+        return values.mean(dim=(1, 2))
+
+    def agent_state_dict(self, agent: int) -> dict:
+        """Agent ``agent``'s state in the single-run format (``DDPG.state_dict``)."""
+        return select_agent(self.state_dict(), agent)
+
+
+class PopulationBuffer:
+    """K replay buffers of one capacity in (K, capacity, dim) tensors, filled in lockstep;
+    agent k's minibatch indices come from generator k, as in its single run."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device,
+        generators: AgentGenerators,
+    ) -> None:
+        self.num_agents = len(generators)
+        self.generators = generators
+        self.capacity = capacity
+        self.device = torch.device(device)
+        k = self.num_agents
+        self.obs = torch.zeros((k, capacity, obs_dim), device=self.device)
+        self.actions = torch.zeros((k, capacity, act_dim), device=self.device)
+        self.rewards = torch.zeros((k, capacity, 1), device=self.device)
+        self.next_obs = torch.zeros((k, capacity, obs_dim), device=self.device)
+        self.terminated = torch.zeros((k, capacity, 1), device=self.device)
+        self.agent_index = torch.arange(k, device=self.device).unsqueeze(1)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(
+        self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor
+    ) -> None:
+        """obs/next_obs (K, n, obs_dim), actions (K, n, act_dim), rewards/terminated (K, n)."""
+        n = obs.shape[1]
+        index = (self.pos + torch.arange(n, device=self.device)) % self.capacity
+        self.obs[:, index] = obs.to(self.device, torch.float32)
+        self.actions[:, index] = actions.to(self.device, torch.float32)
+        self.rewards[:, index] = rewards.to(self.device, torch.float32).unsqueeze(-1)
+        self.next_obs[:, index] = next_obs.to(self.device, torch.float32)
+        self.terminated[:, index] = terminated.to(self.device, torch.float32).unsqueeze(-1)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        """(K, batch_size, ...) fields; row k is agent k's uniform draw from its own data."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        index = rng.randint(
+            self.size, (self.num_agents, batch_size), self.generators, device=self.device
+        )
+        rows = (self.agent_index, index)
+        return Batch(
+            self.obs[rows],
+            self.actions[rows],
+            self.rewards[rows],
+            self.next_obs[rows],
+            self.terminated[rows],
+        )
+
+    def agent_state_dict(self, agent: int) -> dict[str, Tensor | int]:
+        """Agent ``agent``'s buffer in the single-run format (``ReplayBuffer.state_dict``)."""
+        filled = slice(0, self.size)
+        state: dict[str, Tensor | int] = {
+            name: getattr(self, name)[agent, filled].cpu().clone() for name in _FIELDS
+        }
+        return {**state, "pos": self.pos, "size": self.size}
+
+    def load_agent_state_dict(self, agent: int, state: dict[str, Tensor | int]) -> None:
+        size, pos = int(state["size"]), int(state["pos"])
+        if size > self.capacity:
+            raise ValueError(f"checkpoint holds {size} transitions, capacity is {self.capacity}")
+        if agent > 0 and (size, pos) != (self.size, self.pos):
+            raise ValueError("the agents' replay buffers hold different numbers of transitions")
+        for name in _FIELDS:
+            stored = state[name]
+            assert isinstance(stored, Tensor)
+            getattr(self, name)[agent, :size] = stored.to(self.device)
+        self.pos, self.size = pos, size
+
+
+_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")

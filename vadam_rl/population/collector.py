@@ -1,0 +1,171 @@
+"""The population's rollout collector: K agents x n envs in one vector env, stepped together.
+
+Env j = k*n + i is agent k's env i; its episodes start from
+``reset(seed=episode_seed(seed_k, i, episode))``, exactly as in agent k's single run, and
+agent k's random warm-up actions come from its own generator. Episode statistics are kept
+per agent, in the single-run collector's checkpoint format.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+from torch import Tensor
+
+from vadam_rl import rng
+from vadam_rl.collector import episode_seed
+from vadam_rl.exploration import Exploration
+from vadam_rl.networks import ActionScaler
+from vadam_rl.population.agent import PopulationBuffer
+from vadam_rl.rng import AgentGenerators
+
+
+class PopulationCollector:
+    def __init__(
+        self,
+        envs: VectorEnv,
+        buffer: PopulationBuffer,
+        exploration: Exploration,
+        seeds: Sequence[int],
+        device: torch.device,
+        generators: AgentGenerators,
+    ) -> None:
+        self.num_agents = len(seeds)
+        if envs.num_envs % self.num_agents:
+            raise ValueError(f"{envs.num_envs} envs cannot be split among {len(seeds)} agents")
+        self.envs = envs
+        self.buffer = buffer
+        self.exploration = exploration
+        self.seeds = list(seeds)
+        self.device = device
+        self.generators = generators
+        self.envs_per_agent = envs.num_envs // self.num_agents
+        space = envs.single_action_space
+        assert isinstance(space, gym.spaces.Box)
+        self.scaler = ActionScaler(space.low, space.high)
+        self.act_dim = int(np.prod(space.shape))
+        total = envs.num_envs
+        self.episodes_started = np.zeros(total, dtype=np.int64)
+        self.episode_return = np.zeros(total)
+        self.episode_length = np.zeros(total, dtype=np.int64)
+        self.recent_returns = [deque[float](maxlen=100) for _ in seeds]
+        self.recent_lengths = [deque[int](maxlen=100) for _ in seeds]
+        self.episodes_finished = [0] * self.num_agents
+        self.action_distance_sum = torch.zeros(self.num_agents, device=device)
+        self.action_distance_count = 0
+        self.obs: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- episodes
+    def _agent_envs(self, agent: int) -> slice:
+        return slice(agent * self.envs_per_agent, (agent + 1) * self.envs_per_agent)
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        mask = np.ones(self.envs.num_envs, dtype=bool) if mask is None else mask
+        n = self.envs_per_agent
+        seeds = [
+            episode_seed(self.seeds[j // n], j % n, int(self.episodes_started[j]))
+            if mask[j]
+            else None
+            for j in range(self.envs.num_envs)
+        ]
+        obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
+        self.obs = obs if self.obs is None else np.where(mask[:, None], obs, self.obs)
+        self.episodes_started += mask
+        self.episode_return[mask] = 0.0
+        self.episode_length[mask] = 0
+
+    @property
+    def at_episode_boundary(self) -> bool:
+        return bool(np.all(self.episode_length == 0))
+
+    def agent_at_episode_boundary(self, agent: int) -> bool:
+        return bool(np.all(self.episode_length[self._agent_envs(agent)] == 0))
+
+    # ---------------------------------------------------------------- stepping
+    @torch.no_grad()
+    def collect(self, n_steps: int, random_actions: bool = False) -> None:
+        if self.obs is None:
+            self.reset()
+        for _ in range(n_steps):
+            self._step(random_actions)
+
+    def _step(self, random_actions: bool) -> None:
+        assert self.obs is not None
+        k, n = self.num_agents, self.envs_per_agent
+        obs = torch.as_tensor(self.obs, dtype=torch.float32).to(self.device, non_blocking=True)
+        obs = obs.view(k, n, -1)
+        if random_actions:
+            action = 2.0 * rng.rand((k, n, self.act_dim), self.generators, device=self.device)
+            action = action - 1.0
+        else:
+            step = self.exploration.act(obs)
+            action = step.behaviour
+            self.action_distance_sum += (step.behaviour - step.mean).norm(dim=-1).sum(dim=1)
+            self.action_distance_count += n
+        action_np = action.reshape(k * n, self.act_dim).cpu().numpy()
+        next_obs, reward, terminated, truncated, _ = self.envs.step(self.scaler.to_env(action_np))
+        self.buffer.add(
+            obs,
+            action,
+            torch.as_tensor(reward, dtype=torch.float32).view(k, n),
+            torch.as_tensor(next_obs, dtype=torch.float32).view(k, n, -1),
+            torch.as_tensor(terminated).view(k, n),
+        )
+        self.episode_return += reward
+        self.episode_length += 1
+        self.obs = next_obs
+        done = np.logical_or(terminated, truncated)
+        if done.any():
+            self._end_episodes(done)
+
+    def _end_episodes(self, done: np.ndarray) -> None:
+        for j in np.flatnonzero(done):
+            agent = j // self.envs_per_agent
+            self.recent_returns[agent].append(float(self.episode_return[j]))
+            self.recent_lengths[agent].append(int(self.episode_length[j]))
+            self.episodes_finished[agent] += 1
+        done_by_agent = torch.as_tensor(done, device=self.device).view(self.num_agents, -1)
+        self.exploration.on_episode_end(done_by_agent)
+        self.reset(done)
+
+    # ---------------------------------------------------------------- metrics
+    def pop_action_distance(self) -> Tensor | None:
+        """Per agent, mean ||a_behaviour - a_mean||_2 since the last call: (K,)."""
+        if self.action_distance_count == 0:
+            return None
+        mean = self.action_distance_sum / self.action_distance_count
+        self.action_distance_sum = torch.zeros(self.num_agents, device=self.device)
+        self.action_distance_count = 0
+        return mean
+
+    # ---------------------------------------------------------------- resume
+    def agent_state_dict(self, agent: int) -> dict:
+        """Agent ``agent``'s counters in the single-run format (``RolloutCollector``)."""
+        return {
+            "episodes_started": torch.as_tensor(self.episodes_started[self._agent_envs(agent)]),
+            "recent_returns": list(self.recent_returns[agent]),
+            "recent_lengths": list(self.recent_lengths[agent]),
+            "episodes_finished": self.episodes_finished[agent],
+            "at_boundary": self.agent_at_episode_boundary(agent),
+        }
+
+    def load_agent_state_dict(self, agent: int, state: dict) -> None:
+        """Restore one agent's counters; ``restart_episodes`` then resets every env."""
+        started = state["episodes_started"].numpy().astype(np.int64)
+        if len(started) != self.envs_per_agent:
+            raise ValueError(f"checkpoint has {len(started)} envs, the run {self.envs_per_agent}")
+        if state["at_boundary"]:
+            started = started - 1  # as RolloutCollector.load_state_dict: same seeds again
+        self.episodes_started[self._agent_envs(agent)] = started
+        self.recent_returns[agent] = deque(state["recent_returns"], maxlen=100)
+        self.recent_lengths[agent] = deque(state["recent_lengths"], maxlen=100)
+        self.episodes_finished[agent] = int(state["episodes_finished"])
+
+    def restart_episodes(self) -> None:
+        self.obs = None
+        self.reset()

@@ -1,0 +1,89 @@
+"""Stack K identical modules into one whose weights have a leading agent dimension, and
+move state between the stacked form and K single-agent forms.
+
+A stacked module keeps the single module's parameter names and order (``mu.0.weight`` has
+shape (K, out, in) instead of (out, in)), so agent k's state dict is the stacked one
+indexed with [k]: single-run checkpoints, policy files and SB3 exports need no new format.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class StackedLinear(nn.Module):
+    """K independent ``nn.Linear`` layers: (K, batch, in) -> (K, batch, out)."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        if any(layer.bias is None for layer in layers):
+            raise ValueError("StackedLinear needs layers with a bias")
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))  # type: ignore[union-attr]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
+def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
+    """One module computing all of ``modules`` at once on inputs with a leading agent dim.
+
+    The modules must share an architecture of ``nn.Linear`` layers and parameter-free
+    elementwise layers (ReLU, Tanh): anything else holding parameters is refused.
+    """
+    template = modules[0]
+    stacked = copy.deepcopy(template)
+    for name, layer in template.named_modules():
+        if isinstance(layer, nn.Linear):
+            parent, _, child = name.rpartition(".")
+            owner = stacked.get_submodule(parent) if parent else stacked
+            setattr(owner, child, StackedLinear([m.get_submodule(name) for m in modules]))  # type: ignore[misc]
+        elif any(True for _ in layer.parameters(recurse=False)):
+            raise TypeError(f"cannot stack {type(layer).__name__} layers (only nn.Linear)")
+    requires_grad = all(p.requires_grad for p in template.parameters())
+    return stacked.requires_grad_(requires_grad)
+
+
+def select_agent(tree: Any, agent: int) -> Any:
+    """Agent ``agent``'s part of a stacked state: every tensor with a leading agent dimension
+    is indexed (and copied, so a saved file does not carry the whole population's storage);
+    scalars, 0-d tensors (optimizer step counters) and other values are shared."""
+    if isinstance(tree, dict):
+        return {key: select_agent(value, agent) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(select_agent(value, agent) for value in tree)
+    if isinstance(tree, Tensor) and tree.dim() > 0:
+        return tree[agent].clone()
+    return tree
+
+
+def stack_agents(trees: Sequence[Any], where: str = "state") -> Any:
+    """The inverse of ``select_agent``: K single-agent states -> one stacked state.
+
+    Values that are shared in a population (step counters, hyperparameters) must agree.
+    """
+    first = trees[0]
+    if isinstance(first, dict):
+        keys = list(first)
+        if any(list(tree) != keys for tree in trees):
+            raise ValueError(f"{where}: the agents' states have different entries")
+        return {key: stack_agents([t[key] for t in trees], f"{where}.{key}") for key in keys}
+    if isinstance(first, list | tuple):
+        if any(len(tree) != len(first) for tree in trees):
+            raise ValueError(f"{where}: the agents' states have different lengths")
+        items = [stack_agents([t[i] for t in trees], f"{where}[{i}]") for i in range(len(first))]
+        return type(first)(items)
+    if isinstance(first, Tensor) and first.dim() > 0:
+        return torch.stack(list(trees))
+    if isinstance(first, Tensor):
+        if any(not torch.equal(tree, first) for tree in trees):
+            raise ValueError(f"{where}: the agents disagree ({[t.item() for t in trees]})")
+        return first
+    if any(tree != first for tree in trees):
+        raise ValueError(f"{where}: the agents disagree ({list(trees)})")
+    return first

@@ -1,0 +1,381 @@
+"""``train_population``: K seeds of one preset trained in one process (``--seeds 0-4``).
+
+Each agent gets an ordinary run directory, written by the single-run code (``vadam_rl.train``)
+through per-agent views: config.yaml, TensorBoard events, evaluations.csv, policies,
+model.zip, summary.json and a checkpoint in the single-run format. So ``report`` and
+``compare`` read a population's runs like any others, and one agent's directory can even be
+resumed alone with ``vadam-rl train --resume DIR``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from vadam_rl import run_dir as layout
+from vadam_rl.collector import make_vector_env
+from vadam_rl.config import ConfigError, TrainConfig, flat_settings, save_config, to_dict, validate
+from vadam_rl.ddpg import DDPG
+from vadam_rl.envs import make_env
+from vadam_rl.errors import UserError
+from vadam_rl.exploration import make_exploration
+from vadam_rl.logger import RunLogger
+from vadam_rl.population.agent import PopulationBuffer, PopulationDDPG, check_stackable
+from vadam_rl.population.collector import PopulationCollector
+from vadam_rl.population.stacking import select_agent, stack_agents
+from vadam_rl.rng import AgentGenerators
+from vadam_rl.train import (
+    ERROR_LOG,
+    Crashed,
+    Interrupted,
+    Metrics,
+    NonFiniteError,
+    Progress,
+    Run,
+    crossed,
+    finish,
+    load_checkpoint,
+    log_training,
+    resolve_device,
+    run_evaluation,
+    save_checkpoint,
+    save_policy_snapshot,
+    stop_on_signals,
+)
+
+# ------------------------------------------------------------------------------------------
+# Per-agent views: what the single-run functions read from a Run, for agent k
+# ------------------------------------------------------------------------------------------
+
+
+class _AgentExploration:
+    def __init__(self, population: Population, agent: int) -> None:
+        self.population, self.agent = population, agent
+
+    def state_dict(self) -> dict:
+        return select_agent(self.population.exploration.state_dict(), self.agent)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.population.loaded_exploration[self.agent] = state
+
+
+class _AgentCollector:
+    def __init__(self, population: Population, agent: int) -> None:
+        self.population, self.agent = population, agent
+        self.exploration = _AgentExploration(population, agent)
+        self.action_distance: float | None = None
+
+    @property
+    def recent_returns(self) -> Sequence[float]:
+        return self.population.collector.recent_returns[self.agent]
+
+    @property
+    def recent_lengths(self) -> Sequence[int]:
+        return self.population.collector.recent_lengths[self.agent]
+
+    @property
+    def episodes_finished(self) -> int:
+        return self.population.collector.episodes_finished[self.agent]
+
+    def pop_action_distance(self) -> float | None:
+        distance, self.action_distance = self.action_distance, None
+        return distance
+
+    def state_dict(self) -> dict:
+        return self.population.collector.agent_state_dict(self.agent)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.population.collector.load_agent_state_dict(self.agent, state)
+
+
+class _AgentBuffer:
+    def __init__(self, population: Population, agent: int) -> None:
+        self.population, self.agent = population, agent
+
+    def state_dict(self) -> dict:
+        return self.population.buffer.agent_state_dict(self.agent)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.population.buffer.load_agent_state_dict(self.agent, state)
+
+
+@dataclass
+class _AgentMeans:
+    """What ``log_training`` reads from ``Metrics`` for one agent."""
+
+    count: int
+    means: dict[str, float]
+
+    def pop_means(self) -> dict[str, float]:
+        return self.means
+
+
+# ------------------------------------------------------------------------------------------
+# The population
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Population:
+    configs: list[TrainConfig]
+    device: torch.device
+    agent: PopulationDDPG
+    buffer: PopulationBuffer
+    collector: PopulationCollector
+    exploration: object
+    views: list[Run]
+    progress: Progress = field(default_factory=Progress)
+    loaded_exploration: dict[int, dict] = field(default_factory=dict)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.configs[0]
+
+    def sync_views(self, agents: bool = True) -> None:
+        """Bring the per-agent views up to date: counters, and (``agents``) the weights and
+        optimizer states of their single-agent DDPGs."""
+        for k, view in enumerate(self.views):
+            view.progress.step = self.progress.step
+            view.progress.updates = self.progress.updates
+            view.progress.wall_time_s = self.progress.wall_time_s
+            if agents:
+                view.agent.load_state_dict(self.agent.agent_state_dict(k))
+
+
+def check_same_settings(configs: Sequence[TrainConfig]) -> None:
+    """The agents of a population may differ in their seed only."""
+    reference = flat_settings(to_dict(configs[0]))
+    reference.pop("seed")
+    for config in configs[1:]:
+        settings = flat_settings(to_dict(config))
+        settings.pop("seed")
+        differing = sorted(k for k in reference if settings.get(k) != reference[k])
+        if differing:
+            raise ConfigError(
+                f"a population's runs must share every setting but the seed; they differ in "
+                f"{', '.join(differing)}"
+            )
+    seeds = [config.seed for config in configs]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"a population needs distinct seeds, got {seeds}")
+
+
+def build_population(configs: Sequence[TrainConfig], run_dirs: Sequence[Path]) -> Population:
+    """K single agents built exactly as their single runs would be, then stacked."""
+    config = configs[0]
+    device = resolve_device(config.device)
+    singles: list[DDPG] = []
+    generators: list[torch.Generator] = []
+    envs = make_vector_env(config.env_id, config.num_envs * len(configs), config.async_envs)
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    act_dim = int(np.prod(envs.single_action_space.shape))
+    for agent_config in configs:
+        torch.manual_seed(agent_config.seed)  # network initialisation, as in build_run
+        generator = torch.Generator(device=device)
+        generator.manual_seed(agent_config.seed)
+        generators.append(generator)
+        singles.append(DDPG(obs_dim, act_dim, agent_config, device, generator=generator))
+    streams = AgentGenerators(generators)
+    agent = PopulationDDPG(singles, config, streams)
+    buffer = PopulationBuffer(config.buffer_size, obs_dim, act_dim, device, streams)
+    exploration = make_exploration(config.exploration, agent.actor, agent.actor_optimizer, streams)
+    seeds = [c.seed for c in configs]
+    collector = PopulationCollector(envs, buffer, exploration, seeds, device, streams)
+    population = Population(list(configs), device, agent, buffer, collector, exploration, [])
+    for k, (agent_config, run_dir) in enumerate(zip(configs, run_dirs, strict=True)):
+        view = Run(
+            agent_config,
+            Path(run_dir),
+            device,
+            generators[k],
+            singles[k],
+            _AgentBuffer(population, k),  # type: ignore[arg-type]
+            _AgentCollector(population, k),  # type: ignore[arg-type]
+            make_env(config.env_id),
+            Progress(),
+        )
+        population.views.append(view)
+    return population
+
+
+def load_population(population: Population) -> None:
+    """Resume every agent from its run directory's (single-run format) checkpoint."""
+    for view in population.views:
+        load_checkpoint(view)
+    steps = {view.progress.step for view in population.views}
+    if len(steps) != 1:
+        raise UserError(
+            f"the runs stopped at different steps ({sorted(steps)}); a population resumes "
+            "only runs that were trained together"
+        )
+    first = population.views[0].progress
+    population.progress.step = first.step
+    population.progress.updates = first.updates
+    population.progress.wall_time_s = first.wall_time_s
+    try:
+        population.agent.load_state_dict(
+            stack_agents([view.agent.state_dict() for view in population.views], "agent")
+        )
+        explorations = [population.loaded_exploration[k] for k in range(len(population.views))]
+        population.exploration.load_state_dict(stack_agents(explorations, "exploration"))  # type: ignore[attr-defined]
+    except (ValueError, RuntimeError) as err:
+        raise UserError(f"these checkpoints cannot be trained as one population: {err}") from None
+    population.collector.restart_episodes()
+
+
+# ------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------
+
+
+def train_population(
+    configs: Sequence[TrainConfig],
+    run_dirs: Sequence[Path],
+    *,
+    resume: bool = False,
+    progress_bar: bool = True,
+) -> list[dict]:
+    """Train ``configs`` (one preset, distinct seeds) together; one summary per run."""
+    if len(configs) != len(run_dirs) or not configs:
+        raise ValueError("one run directory per config, at least one")
+    for config in configs:
+        validate(config)
+    check_same_settings(configs)
+    check_stackable(configs[0])
+    run_dirs = [Path(d) for d in run_dirs]
+    population = build_population(configs, run_dirs)
+    if resume:
+        load_population(population)
+        for run_dir in run_dirs:
+            (run_dir / layout.SUMMARY).unlink(missing_ok=True)
+    else:
+        for config, run_dir in zip(configs, run_dirs, strict=True):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, run_dir / layout.CONFIG)
+    purge = population.progress.step if resume else None
+    loggers = [RunLogger(run_dir, purge_step=purge) for run_dir in run_dirs]
+    if not resume:
+        for config, logger in zip(configs, loggers, strict=True):
+            logger.config(config)
+    resume_hint = "vadam-rl train --resume " + " ".join(map(str, run_dirs))
+    try:
+        with stop_on_signals() as stop:
+            _loop(population, loggers, stop, progress_bar)
+        population.sync_views()
+        return [
+            finish(view, logger) for view, logger in zip(population.views, loggers, strict=True)
+        ]
+    except NonFiniteError as err:
+        raise NonFiniteError(
+            f"{err}; training stopped and the last good checkpoints are kept"
+        ) from None
+    except Interrupted as err:
+        raise Interrupted(f"{err}; continue with: {resume_hint}") from None
+    except Exception as err:
+        trace = traceback.format_exc()
+        for run_dir in run_dirs:
+            layout.atomic_write_text(run_dir / ERROR_LOG, trace)
+        raise Crashed(
+            f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
+            f"checkpoints are kept (continue with: {resume_hint}); the traceback is in "
+            f"{run_dirs[0] / ERROR_LOG}"
+        ) from None
+    finally:
+        for logger in loggers:
+            logger.close()
+        population.collector.envs.close()
+
+
+def _loop(
+    population: Population, loggers: list[RunLogger], stop: dict[str, int], progress_bar: bool
+) -> None:
+    config, prog = population.config, population.progress
+    metrics = Metrics(labels=[str(view.run_dir) for view in population.views])
+    started = time.perf_counter()
+    session_start_step, wall_before = prog.step, prog.wall_time_s
+    pending_since: int | None = None
+    bar = tqdm(
+        total=config.total_steps,
+        initial=prog.step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not progress_bar,
+        mininterval=1.0,
+        desc=f"{len(population.views)} agents",
+    )
+    while prog.step < config.total_steps:
+        before = prog.step
+        random_phase = prog.step < config.learning_starts
+        population.collector.collect(1, random_actions=random_phase)
+        prog.step += config.num_envs
+
+        if not random_phase and (prog.step // config.num_envs) % config.train_freq == 0:
+            for _ in range(config.gradient_steps):
+                batch = population.buffer.sample(config.batch_size)
+                metrics.add(population.agent.update(batch), prog.step)
+                prog.updates += 1
+
+        prog.wall_time_s = wall_before + time.perf_counter() - started
+        if crossed(before, prog.step, config.log_every):
+            metrics.check_finite()
+            fps = (prog.step - session_start_step) / max(time.perf_counter() - started, 1e-9)
+            _log(population, loggers, metrics, fps)
+            bar.update(prog.step - bar.n)
+        if crossed(before, prog.step, config.eval_every):
+            metrics.check_finite()
+            population.sync_views()
+            for view, logger in zip(population.views, loggers, strict=True):
+                run_evaluation(view, logger, bar, label=f"seed {view.config.seed}: ")
+        if pending_since is None and crossed(before, prog.step, config.checkpoint_every):
+            pending_since = prog.step
+        overdue = pending_since is not None and prog.step - pending_since >= config.checkpoint_every
+        if pending_since is not None and (population.collector.at_episode_boundary or overdue):
+            metrics.check_finite()
+            _checkpoint(population, snapshot=True)
+            pending_since = None
+        if stop["signal"]:
+            metrics.check_finite()
+            _checkpoint(population, snapshot=False)
+            raise Interrupted(
+                f"stopped by signal {stop['signal']} at step {prog.step}; checkpoints written"
+            )
+    metrics.check_finite()
+    bar.update(prog.step - bar.n)
+    bar.close()
+
+
+def _checkpoint(population: Population, snapshot: bool) -> None:
+    population.sync_views()
+    for view in population.views:
+        save_checkpoint(view)
+        if snapshot:
+            save_policy_snapshot(view)
+
+
+def _log(population: Population, loggers: list[RunLogger], metrics: Metrics, fps: float) -> None:
+    """Each agent's scalars into its own run directory (``log_training``'s tags)."""
+    count = metrics.count
+    means = metrics.pop_agent_means(len(population.views)) if count else []
+    distances: Tensor | None = population.collector.pop_action_distance()
+    distance_values = distances.tolist() if distances is not None else None
+    population.sync_views(agents=_logs_posterior(population))
+    for k, (view, logger) in enumerate(zip(population.views, loggers, strict=True)):
+        assert isinstance(view.collector, _AgentCollector)
+        view.collector.action_distance = distance_values[k] if distance_values else None
+        agent_metrics = _AgentMeans(count, means[k] if means else {})
+        log_training(view, logger, agent_metrics, fps)  # type: ignore[arg-type]
+
+
+def _logs_posterior(population: Population) -> bool:
+    """Whether logging reads the actor optimizer's posterior (then the views need weights)."""
+    from vadam_rl.optim.base import VariationalOptimizer
+
+    return isinstance(population.agent.actor_optimizer, VariationalOptimizer)
