@@ -24,7 +24,12 @@ measurement cannot warm up or slow down the next):
   nobody needs (the frozen critic's dW in the actor step, the inputs' dX) does ~10% fewer
   (``flops_per_update_minimal``), so a ratio slightly above 100% is not impossible.
 
+- **population** (``--population K``): K seeds of each preset as one population
+  (``train_population``), against the same K seeds as K concurrent single-run processes
+  (``cores // K`` threads each). Aggregate steps/s = K x the per-agent rate.
+
     python bench/run.py --short               # ~2 minutes on a 2-core CPU
+    python bench/run.py --short --population 5    # + K=5 populations vs 5 processes (~15 min)
     python bench/run.py                       # longer, more precise
     python bench/run.py --device cuda --out bench/results/gpu
 """
@@ -44,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -207,6 +213,44 @@ def bench_ours(preset: str, settings: Settings) -> dict:
         **window_rate(times, settings),
         "whole_loop_steps_per_s": summary["steps_per_s"],  # random phase included
         **peak_memory(torch.device(settings.device)),
+    }
+
+
+def bench_population(preset: str, agents: int, settings: Settings) -> dict:
+    """Per-agent and aggregate steps/s of ``train_population`` with seeds 0..agents-1."""
+    from vadam_rl.population import train_population
+
+    configs = []
+    for seed in range(agents):
+        config = ours_config(preset, settings)
+        config.seed = seed
+        configs.append(config)
+    with tempfile.TemporaryDirectory(prefix="vadam-bench-") as tmp:
+        run_dirs = [Path(tmp) / f"{preset}_s{seed}" for seed in range(agents)]
+        train_population(configs, run_dirs, progress_bar=False)
+        rate = window_rate(log_times(run_dirs[0]), settings)
+    return {
+        **rate,
+        "agents": agents,
+        "aggregate_steps_per_s": agents * rate["steps_per_s"],
+        **peak_memory(torch.device(settings.device)),
+    }
+
+
+def bench_processes(preset: str, agents: int, settings: Settings) -> dict:
+    """The alternative to a population: ``agents`` single runs as concurrent processes,
+    each with ``cores // agents`` threads (at least 1). Their timed windows overlap only
+    approximately (they start together and run the same schedule)."""
+    threads = max((os.cpu_count() or 1) // agents, 1)
+    each = dataclasses.replace(settings, threads=threads)
+    with ThreadPoolExecutor(max_workers=agents) as pool:
+        runs = list(pool.map(lambda _: spawn_part(f"ours:{preset}", each), range(agents)))
+    rates = [run["steps_per_s"] for run in runs]
+    return {
+        "agents": agents,
+        "threads_each": threads,
+        "steps_per_s_each": rates,
+        "aggregate_steps_per_s": sum(rates),
     }
 
 
@@ -412,6 +456,9 @@ def run_part(part: str, settings: Settings) -> dict:
         }
     elif part.startswith("ours:"):
         result = bench_ours(part.removeprefix("ours:"), settings)
+    elif part.startswith("population:"):
+        _, preset, agents = part.split(":")
+        result = bench_population(preset, int(agents), settings)
     elif part == "sb3":
         result = bench_sb3(settings)
     else:
@@ -496,6 +543,12 @@ def assemble(parts: dict[str, dict], settings: Settings, mode: str) -> dict:
         "ours": {},
         "ratios": {},
     }
+    for key, value in parts.items():
+        if key.startswith(("population:", "processes:")):
+            kind, preset, agents = key.split(":")
+            entry = result.setdefault("population", {}).setdefault(f"{preset}:{agents}", {})
+            entry[kind] = value
+            entry["one_agent_steps_per_s"] = parts[f"ours:{preset}"]["steps_per_s"]
     for preset in PRESETS:
         ours = dict(parts[f"ours:{preset}"])
         ours["update_per_s"] = micro["update_per_s"][preset]
@@ -538,6 +591,7 @@ def markdown(result: dict) -> str:
         f"| compute bound | {bound['updates_per_s']:.0f} | | {1e3 / bound['updates_per_s']:.2f} "
         f"| | | | | 100% | | |"
     )
+    lines += _population_lines(result)
     lines += [
         "",
         f"Compute bound: {bound['flops_per_update'] / 1e6:.0f} MFLOP per update "
@@ -547,6 +601,31 @@ def markdown(result: dict) -> str:
         f"acting, noise, buffer writes, Python.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _population_lines(result: dict) -> list[str]:
+    if "population" not in result:
+        return []
+    bound = result["bound"]["updates_per_s"]
+    lines = [
+        "",
+        "| K agents | how | aggregate steps/s | per agent | vs one agent alone | vs bound |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for key, entry in result["population"].items():
+        preset, agents = key.split(":")
+        one = entry["one_agent_steps_per_s"]
+        rows = [("one population, 1 process", entry.get("population"))]
+        rows.append((f"{agents} processes", entry.get("processes")))
+        for how, row in rows:
+            if row is None:
+                continue
+            total = row["aggregate_steps_per_s"]
+            lines.append(
+                f"| {agents} x {preset} | {how} | {total:.0f} | {total / int(agents):.1f} "
+                f"| {total / one:.2f}x | {total / bound:.0%} |"
+            )
+    return lines
 
 
 def parse_args() -> argparse.Namespace:
@@ -567,6 +646,13 @@ def parse_args() -> argparse.Namespace:
         help="timed training steps per run (scales the other budgets too)",
     )
     parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument(
+        "--population",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also time K agents of each preset as one population and as K processes",
+    )
     # Internal: one part in this process (see spawn_part).
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--part-out", type=Path, help=argparse.SUPPRESS)
@@ -613,6 +699,11 @@ def main() -> None:
         flush=True,
     )
     parts = {part: spawn_part(part, settings) for part in PARTS}
+    if args.population:
+        for preset in PRESETS:
+            key = f"{preset}:{args.population}"
+            parts[f"population:{key}"] = spawn_part(f"population:{key}", settings)
+            parts[f"processes:{key}"] = bench_processes(preset, args.population, settings)
     result = assemble(parts, settings, mode)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")

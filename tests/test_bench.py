@@ -31,7 +31,7 @@ def load_bench():
 def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench")
     command = [sys.executable, str(BENCH), "--short", "--steps", "8", "--learning-starts",
-               "16", "--threads", "1", "--out", str(out)]  # fmt: skip
+               "16", "--threads", "1", "--population", "2", "--out", str(out)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=cli_env())
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "result.json").read_text()), (out / "result.md").read_text()
@@ -66,8 +66,22 @@ def test_markdown_table_has_a_row_per_contender(result):
     table = result[1]
     for row in ("| ours ddpg-adam |", "| ours ddpg-vadam |", "| SB3 DDPG |", "| compute bound |"):
         assert row in table
-    rows = [line for line in table.splitlines() if line.startswith("|")]
-    assert {line.count("|") for line in rows} == {rows[0].count("|")}  # no ragged row
+    for block in table.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        assert {line.count("|") for line in rows} <= {rows[0].count("|")} if rows else True
+    assert "| 2 x ddpg-vadam | one population, 1 process |" in table
+    assert "| 2 x ddpg-vadam | 2 processes |" in table
+
+
+def test_population_is_timed_against_separate_processes(result):
+    data, _ = result
+    for preset in ("ddpg-adam", "ddpg-vadam"):
+        entry = data["population"][f"{preset}:2"]
+        assert entry["population"]["agents"] == 2
+        assert entry["population"]["timed_steps"] == 8
+        assert entry["population"]["aggregate_steps_per_s"] > 0
+        assert len(entry["processes"]["steps_per_s_each"]) == 2
+        assert entry["processes"]["threads_each"] >= 1
 
 
 def test_update_flops_match_the_hand_count():
