@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY, popen_cli, run_cli
 
 from vadam_rl import run_dir as layout
-from vadam_rl.compare import Job, compare_command, train_argv
+from vadam_rl.compare import Job, PopulationJob, compare_command, group_populations, train_argv
 from vadam_rl.config import apply_overrides, load_preset, save_config
 from vadam_rl.errors import UserError
 
@@ -111,6 +111,45 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path: Path):
     assert len(sessions(runs_dir, first)) == 1
     assert "--resume" in sessions(runs_dir, second)[-1]
     assert all(row["seeds"] == "2" for row in method_rows(runs_dir).values())
+
+
+def test_population_grid_trains_each_presets_seeds_in_one_process_and_extends_them(
+    tmp_path: Path,
+):
+    args = ["--presets", "ddpg-adam-plain", "--population", "on", "--no-report"]
+    base = grid_args(tmp_path, steps=600)
+    base = [a for a in base if a not in PRESETS and a != "--presets"]
+    run_cli(*base, *args, check=True)
+    names = ["ddpg-adam-plain_Pendulum-v1_s0", "ddpg-adam-plain_Pendulum-v1_s1"]
+    assert finished_runs(tmp_path) == names  # ordinary run directories, one per seed
+    log_name = "ddpg-adam-plain_Pendulum-v1_s0,1"
+    assert "--seeds 0,1" in sessions(tmp_path, log_name)[0]
+
+    extended = [a if a != "600" else "800" for a in base]
+    run_cli(*extended, *args, check=True)  # both runs are extended together
+    assert "--resume" in sessions(tmp_path, log_name)[-1]
+    for name in names:
+        assert _finished_steps(tmp_path / name) == 800
+
+
+def _finished_steps(run_dir: Path) -> int:
+    import json
+
+    return json.loads((run_dir / "summary.json").read_text())["total_steps"]
+
+
+def test_populations_group_a_presets_seeds_by_what_they_need(tmp_path: Path):
+    jobs = [job(tmp_path, "ddpg-vadam", 0), job(tmp_path, "ddpg-vadam", 1)]
+    jobs.append(job(tmp_path, "ddpg-adam", 0))
+    groups = group_populations(jobs)
+    assert groups[0] == PopulationJob((jobs[0], jobs[1])) and groups[1] == jobs[2]
+    argv = train_argv(groups[0])
+    assert argv[argv.index("--seeds") + 1] == "0,1"
+    assert argv[argv.index("--run-name") + 1] == "ddpg-vadam_Pendulum-v1"
+    save_config(expected_config("ddpg-vadam", 1, 2000), jobs[1].run_dir / "config.yaml")
+    (jobs[1].run_dir / "checkpoint.pt").write_bytes(b"")  # seed 1 now resumes, seed 0 starts
+    with pytest.raises(UserError, match="different states"):
+        train_argv(groups[0])
 
 
 STOPS = {

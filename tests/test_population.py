@@ -9,6 +9,7 @@ import torch
 from conftest import TINY, run_cli
 from torch import nn
 
+from vadam_rl.cli import main, parse_seeds
 from vadam_rl.config import ConfigError, TrainConfig, apply_overrides, load_preset
 from vadam_rl.population import train_population
 from vadam_rl.population.stacking import StackedLinear, select_agent, stack_agents, stack_modules
@@ -22,8 +23,8 @@ def small_config(preset: str, seed: int, total_steps: int = 1_200) -> TrainConfi
     return apply_overrides(
         load_preset(preset, "Pendulum-v1"),
         [
-            "actor.hidden_sizes=[64,64]",
-            "critic.hidden_sizes=[64,64]",
+            "actor.hidden_sizes=[32,32]",
+            "critic.hidden_sizes=[32,32]",
             "learning_starts=200",
             f"total_steps={total_steps}",
             "eval_every=600",
@@ -64,13 +65,17 @@ def test_population_of_three_trains_like_three_single_runs(preset: str, tmp_path
         assert torch.equal(single["generator"], pop["generator"])
         assert single["collector"] == pop["collector"] or _same_counters(single, pop)
         assert single["progress"]["updates"] == pop["progress"]["updates"] == 1000
-        # ...and the numbers agree up to float32 reassociation in the batched matmuls
-        # (measured: <= 1e-4 relative after 1000 updates; a wrong loss scaling or a shared
-        # noise stream gives differences of order 1).
+        # ...and the numbers agree up to float32 reassociation in the batched matmuls, which
+        # 1000 updates of an RL loop amplify. Measured worst cases: weights 2e-4 relative,
+        # second moments 1e-3, first moments (recent gradients, much cancellation) 2e-2. A
+        # loss averaged over all agents instead of per agent scales moments by 1/3 (0.67
+        # relative); a shared noise stream changes the generator states above.
         left, right = tensors(single["agent"]), tensors(pop["agent"])
         assert left.keys() == right.keys()
-        worst = max(relative_difference(left[k], right[k]) for k in left)
-        assert worst < 5e-3, worst
+        for name in left:
+            gap = relative_difference(left[name], right[name])
+            tolerance = 2e-3 if "optimizer" not in name else 1e-2 if "_sq" in name else 1e-1
+            assert gap < tolerance, (name, gap)
         left, right = tensors(single["buffer"]), tensors(pop["buffer"])
         assert max(relative_difference(left[k], right[k]) for k in left) < 5e-3
         returns = [r["mean_return"] for r in read_evaluations(tmp_path / f"single{seed}")]
@@ -159,12 +164,27 @@ def test_cli_trains_seeds_as_one_population(tmp_path: Path):
         run_dir = tmp_path / f"ddpg-adam_Pendulum-v1_s{seed}"
         assert (run_dir / "summary.json").is_file() and (run_dir / "model.zip").is_file()
         assert f"seed: {seed}" in (run_dir / "config.yaml").read_text()
-    for bad, message in [
-        (["--seeds", "4-2"], "expected a list like 0-4"),
+    result = run_cli("train", "--seeds", "4-2", *common)  # bad input: one line, exit 2
+    assert result.returncode == 2 and "expected a list like 0-4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
         (["--seeds", "0,0"], "names a seed twice"),
         (["--seeds", "0-1", "--seed", "3"], "either --seed or --seeds"),
         (["--seeds", "0-1", "--set", "critic.optimizer.name=ivon"], "population"),
-    ]:
-        result = run_cli("train", *bad, *common)
-        assert result.returncode == 2 and message in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+    ],
+)
+def test_cli_refuses_what_a_population_cannot_do(bad, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *bad, "--env", "Pendulum-v1", "--log-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_seed_lists():
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0,2,7") == [0, 2, 7]
+    assert parse_seeds("0-1,5") == [0, 1, 5]

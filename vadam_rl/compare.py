@@ -77,10 +77,28 @@ class Job:
 
 
 @dataclass(frozen=True)
+class PopulationJob:
+    """Seeds of one preset trained together in one process (``vadam-rl train --seeds``),
+    each still in its own run directory ``RUNS_DIR/{preset}_{env}_s{seed}``."""
+
+    jobs: tuple[Job, ...]
+
+    @property
+    def name(self) -> str:
+        first = self.jobs[0]
+        seeds = ",".join(str(job.seed) for job in self.jobs)
+        return f"{first.preset}_{first.env_id}_s{seeds}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.jobs[0].run_dir.parent / LOGS / f"{self.name}.log"
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How one run ended: its exit code, how long it ran, the last lines of its log."""
 
-    job: Job
+    job: Job | PopulationJob
     returncode: int
     seconds: float
     tail: str = ""
@@ -185,12 +203,25 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def train_argv(job: Job) -> list[str]:
+def group_populations(jobs: Sequence[Job]) -> list[Job | PopulationJob]:
+    """Jobs of the same preset in the same state (to start, to resume) become one
+    population; a job alone in its group stays a single run."""
+    groups: dict[tuple[str, str], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.preset, run_state(job)), []).append(job)
+    return [
+        PopulationJob(tuple(group)) if len(group) > 1 else group[0] for group in groups.values()
+    ]
+
+
+def train_argv(job: Job | PopulationJob) -> list[str]:
     """``vadam-rl`` arguments that bring the run directory to ``job.total_steps``.
 
     Decided from the directory as it is when the job starts, so a job that is retried (Ray
     retries tasks whose node died) or a grid that is rerun does the right thing.
     """
+    if isinstance(job, PopulationJob):
+        return population_argv(job)
     common = ["--total-steps", str(job.total_steps), "--device", job.device, "--no-progress"]
     if run_state(job) == "resume":
         return ["train", "--resume", str(job.run_dir), *common]
@@ -200,6 +231,29 @@ def train_argv(job: Job) -> list[str]:
     return [
         "train", "--agent", job.preset, "--env", job.env_id, "--seed", str(job.seed),
         "--log-dir", str(job.run_dir.parent), "--run-name", job.name, *common, *sets,
+    ]  # fmt: skip
+
+
+def population_argv(population: PopulationJob) -> list[str]:
+    first = population.jobs[0]
+    common = ["--total-steps", str(first.total_steps), "--device", first.device, "--no-progress"]
+    states = {run_state(job) for job in population.jobs}
+    if states == {"resume"}:
+        return ["train", "--resume", *(str(job.run_dir) for job in population.jobs), *common]
+    if states != {"start"}:
+        raise UserError(
+            f"the runs of {population.name} are in different states ({', '.join(sorted(states))});"
+            " rerun compare to regroup them"
+        )
+    for job in population.jobs:
+        if job.run_dir.exists():
+            clear_unstarted_run(job.run_dir)
+    sets = [arg for override in first.overrides for arg in ("--set", override)]
+    seeds = ",".join(str(job.seed) for job in population.jobs)
+    return [
+        "train", "--agent", first.preset, "--env", first.env_id, "--seeds", seeds,
+        "--log-dir", str(first.run_dir.parent), "--run-name", f"{first.preset}_{first.env_id}",
+        *common, *sets,
     ]  # fmt: skip
 
 
@@ -226,7 +280,7 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def execute(job: Job, stop: threading.Event | None = None) -> Outcome:
+def execute(job: Job | PopulationJob, stop: threading.Event | None = None) -> Outcome:
     """Run ``vadam-rl train`` for ``job`` in a subprocess and wait for it.
 
     Output goes to ``job.log_path`` (appended across sessions). When ``stop`` is set, or this
@@ -304,7 +358,7 @@ def _sigterm_as_keyboard_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_local(jobs: Sequence[Job], workers: int) -> list[Outcome]:
+def run_local(jobs: Sequence[Job | PopulationJob], workers: int) -> list[Outcome]:
     """At most ``workers`` runs at a time on this machine; returns outcomes as they finish."""
     stop = threading.Event()
     outcomes: list[Outcome] = []
@@ -326,7 +380,7 @@ def run_local(jobs: Sequence[Job], workers: int) -> list[Outcome]:
 
 
 def run_ray(
-    jobs: Sequence[Job],
+    jobs: Sequence[Job | PopulationJob],
     workers: int,
     *,
     num_gpus: float = 0.0,
@@ -409,6 +463,7 @@ def compare_command(
     device: Device = "auto",
     ray_address: str | None = None,
     gpus_per_run: float = 0.25,
+    population: Literal["auto", "on", "off"] = "auto",
     report: bool = True,
 ) -> None:
     """Train presets x seeds (resumable), then write the report of RUNS_DIR.
@@ -432,6 +487,9 @@ def compare_command(
         ray_address: Ray cluster to submit to (e.g. auto, or ray://head:10001); default: start a
             local Ray instance.
         gpus_per_run: GPUs a Ray task asks for with --device cuda (0.25: four runs share one).
+        population: Train each preset's seeds as one population (train --seeds): on, off, or
+            auto (on when the runs go to a GPU, where it is much faster; off on CPU, where it
+            is about as fast as one process per run, see the README's Performance section).
         report: Write the report (vadam-rl report RUNS_DIR) when the grid is done.
     """
     chosen = list(dict.fromkeys([*presets, *_extra_presets(with_vadagrad, with_adam_explore)]))
@@ -453,14 +511,17 @@ def compare_command(
     todo = [job for job in jobs if run_state(job) != "finished"]
     _print_plan(jobs, todo, backend, workers, runs_dir)
 
+    units: list[Job | PopulationJob] = list(todo)
+    if _use_population(population, device):
+        units = group_populations(todo)
     outcomes: list[Outcome] = []
     if todo:
         try:
             if backend == "ray":
                 num_gpus = gpus_per_run if device == "cuda" else 0.0
-                outcomes = run_ray(todo, workers, num_gpus=num_gpus, address=ray_address)
+                outcomes = run_ray(units, workers, num_gpus=num_gpus, address=ray_address)
             else:
-                outcomes = run_local(todo, min(workers, len(todo)))
+                outcomes = run_local(units, min(workers, len(units)))
         except GridInterrupted:
             print(INTERRUPTED.format(runs_dir=runs_dir), file=sys.stderr)
             raise SystemExit(130) from None
@@ -497,6 +558,16 @@ def _report(runs_dir: Path) -> None:
         report_command(runs_dir)
     except UserError as err:
         print(f"no report: {err}", file=sys.stderr)
+
+
+def _use_population(mode: str, device: str) -> bool:
+    if mode != "auto":
+        return mode == "on"
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device == "cuda"
 
 
 def _extra_presets(with_vadagrad: bool, with_adam_explore: bool) -> list[str]:
