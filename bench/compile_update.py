@@ -82,6 +82,7 @@ def main() -> None:
     buffer = ReplayBuffer(50_000, 17, 6, device, generator=torch.Generator(device=device))
     fill_buffer(buffer, 50_000, device)
     batches = [buffer.sample(BATCH_SIZE) for _ in range(args.updates + 20)]
+    after_warmup = {}
     for name, agent in agents.items():
         update = make_update(agent, compiled=name == "compiled")
         started = time.perf_counter()
@@ -89,15 +90,18 @@ def main() -> None:
             update(batch)
         sync(device)
         warmup = time.perf_counter() - started
+        after_warmup[name] = copy.deepcopy(agent.actor.state_dict())
         started = time.perf_counter()
         for batch in batches[20:]:
             update(batch)
         sync(device)
         ms = (time.perf_counter() - started) / args.updates * 1e3
         print(f"{name:8s}: {ms:6.2f} ms/update   (first 20 updates incl. compile: {warmup:.1f} s)")
-    eager, compiled = (copy.deepcopy(a.actor.state_dict()) for a in agents.values())
-    gap = max(float((eager[k] - compiled[k]).abs().max()) for k in eager)
-    print(f"max |actor weight difference| after {args.updates + 20} updates: {gap:.2e}")
+    final = {name: agent.actor.state_dict() for name, agent in agents.items()}
+    for weights, n in ((after_warmup, 20), (final, args.updates + 20)):
+        eager, compiled = weights["eager"], weights["compiled"]
+        gap = max(float((eager[k] - compiled[k]).abs().max()) for k in eager)
+        print(f"max |actor weight difference| after {n} updates: {gap:.2e}")
 
 
 if __name__ == "__main__":
