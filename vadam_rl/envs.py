@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import gymnasium as gym
@@ -11,11 +12,21 @@ from vadam_rl.errors import UserError
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The registered spec of ``env_id``, or a UserError naming close matches."""
+    """The registered spec of ``env_id``, or a UserError naming close matches.
+
+    ``module:EnvName-v0`` imports ``module`` first (it registers the env), as ``gym.make``
+    does: custom environments work from the command line.
+    """
+    module, colon, name = env_id.partition(":")
+    if colon:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UserError(f"cannot import {module!r} for environment {env_id!r}: {err}") from None
     try:
-        return gym.spec(env_id)
+        return gym.spec(name if colon else env_id)
     except gym.error.Error:
-        close = [name for name in gym.registry if env_id.split("-")[0].lower() in name.lower()]
+        close = [known for known in gym.registry if env_id.split("-")[0].lower() in known.lower()]
         hint = f"; did you mean {', '.join(sorted(close)[:5])}?" if close else ""
         raise UserError(f"unknown environment id {env_id!r}{hint}") from None
 
