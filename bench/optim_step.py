@@ -1,5 +1,7 @@
 """Time ``Vadam.step`` against ``torch.optim.Adam(foreach=True).step`` on DDPG-sized networks.
 
+Also times ``Adam(fused=True)``, which the training loop's plain Adam uses.
+
 The networks are the paper's: a [400, 300] ReLU actor (17 in, 6 out: HalfCheetah) and critic
 (23 in, 1 out). Only the optimizer is timed: the closure just installs precomputed gradients,
 so its own forward/backward costs nothing, and both optimizers get the same closure. Vadam's
@@ -62,6 +64,8 @@ def bench_network(
 
     closure()
     adam = torch.optim.Adam(params, lr=1e-4, foreach=True)
+    # What the training loop's plain Adam uses since issue 6 (one kernel for all params).
+    adam_fused = torch.optim.Adam(params, lr=1e-4, fused=True)
     vadam = Vadam(
         params,
         train_set_size=4096,
@@ -79,9 +83,12 @@ def bench_network(
         for p in params:
             torch.randn(p.shape, generator=noise_gen, dtype=p.dtype, device=p.device)
 
-    adam_times, vadam_times, noise_times = [], [], []
+    adam_times, vadam_times, noise_times, fused_times = [], [], [], []
     for _ in range(args.rounds):
         adam_times.append(seconds_per_step(lambda: adam.step(closure), args.steps, 3, device))
+        fused_times.append(
+            seconds_per_step(lambda: adam_fused.step(closure), args.steps, 3, device)
+        )
         vadam_times.append(seconds_per_step(lambda: vadam.step(closure), args.steps, 3, device))
         noise_times.append(seconds_per_step(draw_noise, args.steps, 3, device))
     t_adam, t_vadam = statistics.median(adam_times), statistics.median(vadam_times)
@@ -90,7 +97,8 @@ def bench_network(
     print(
         f"{name:7s} {numel:8d} params   Adam {1e6 * t_adam:8.1f} us   "
         f"Vadam {1e6 * t_vadam:8.1f} us   ratio {t_vadam / t_adam:5.2f}x   "
-        f"(noise draw alone {1e6 * t_noise:7.1f} us)"
+        f"(noise draw alone {1e6 * t_noise:7.1f} us; Adam fused=True "
+        f"{1e6 * statistics.median(fused_times):7.1f} us)"
     )
     return t_adam, t_vadam, t_noise
 
