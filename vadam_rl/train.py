@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -329,7 +330,7 @@ def train(
         logger.config(config)
     try:
         with stop_on_signals() as stop:
-            _loop(run, logger, stop, progress_bar)
+            run_loop(SingleLearner(run, logger), stop, progress_bar)
         return finish(run, logger)
     except NonFiniteError as err:
         raise NonFiniteError(
@@ -351,9 +352,61 @@ def train(
         run.collector.envs.close()
 
 
-def _loop(run: Run, logger: RunLogger, stop: dict[str, int], progress_bar: bool) -> None:
-    config, prog = run.config, run.progress
-    metrics = Metrics()
+class Collector(Protocol):
+    at_episode_boundary: bool
+
+    def collect(self, n_steps: int, random_actions: bool = False) -> None: ...
+
+
+class Learner(Protocol):
+    """What the loop drives: one run (``SingleLearner``) or a population of runs."""
+
+    config: TrainConfig
+    progress: Progress
+    collector: Collector
+
+    def update(self) -> dict[str, Tensor]: ...
+
+    def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None: ...
+
+    def evaluate(self, bar: tqdm) -> None: ...
+
+    def checkpoint(self, snapshot: bool) -> None: ...
+
+
+class SingleLearner:
+    """The loop's view of one run and its logger."""
+
+    def __init__(self, run: Run, logger: RunLogger) -> None:
+        self.run, self.logger = run, logger
+        self.config, self.progress, self.collector = run.config, run.progress, run.collector
+
+    def update(self) -> dict[str, Tensor]:
+        return self.run.agent.update(self.run.buffer.sample(self.config.batch_size))
+
+    def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None:
+        log_training(self.run, self.logger, metrics, fps)
+        bar.set_postfix(ret=_last_return(self.run), refresh=False)
+
+    def evaluate(self, bar: tqdm) -> None:
+        run_evaluation(self.run, self.logger, bar)
+
+    def checkpoint(self, snapshot: bool) -> None:
+        save_checkpoint(self.run)
+        if snapshot:
+            save_policy_snapshot(self.run)
+
+
+def run_loop(
+    learner: Learner,
+    stop: dict[str, int],
+    progress_bar: bool,
+    metrics: Metrics | None = None,
+    description: str | None = None,
+) -> None:
+    """Collect, update, and log / evaluate / checkpoint on schedule, to ``total_steps``."""
+    config, prog = learner.config, learner.progress
+    metrics = metrics or Metrics()
     started = time.perf_counter()
     session_start_step = prog.step
     wall_before = prog.wall_time_s
@@ -365,38 +418,37 @@ def _loop(run: Run, logger: RunLogger, stop: dict[str, int], progress_bar: bool)
         dynamic_ncols=True,
         disable=not progress_bar,
         mininterval=1.0,
+        desc=description,
     )
     while prog.step < config.total_steps:
         before = prog.step
         random_phase = prog.step < config.learning_starts
-        run.collector.collect(1, random_actions=random_phase)
+        learner.collector.collect(1, random_actions=random_phase)
         prog.step += config.num_envs
 
         if not random_phase and (prog.step // config.num_envs) % config.train_freq == 0:
             for _ in range(config.gradient_steps):
-                metrics.add(run.agent.update(run.buffer.sample(config.batch_size)), prog.step)
+                metrics.add(learner.update(), prog.step)
                 prog.updates += 1
 
         prog.wall_time_s = wall_before + time.perf_counter() - started
         if crossed(before, prog.step, config.log_every):
             metrics.check_finite()
             fps = (prog.step - session_start_step) / max(time.perf_counter() - started, 1e-9)
-            log_training(run, logger, metrics, fps)
+            learner.log(metrics, fps, bar)
             bar.update(prog.step - bar.n)
-            bar.set_postfix(ret=_last_return(run), refresh=False)
         if crossed(before, prog.step, config.eval_every):
             metrics.check_finite()
-            run_evaluation(run, logger, bar)
+            learner.evaluate(bar)
         if pending_since is None and crossed(before, prog.step, config.checkpoint_every):
             pending_since = prog.step
-        if pending_since is not None and _checkpoint_now(run, prog.step - pending_since):
+        if pending_since is not None and _checkpoint_now(learner, prog.step - pending_since):
             metrics.check_finite()
-            save_checkpoint(run)
-            save_policy_snapshot(run)
+            learner.checkpoint(snapshot=True)
             pending_since = None
         if stop["signal"]:
             metrics.check_finite()
-            save_checkpoint(run)
+            learner.checkpoint(snapshot=False)
             raise Interrupted(
                 f"stopped by signal {stop['signal']} at step {prog.step}; checkpoint written"
             )
@@ -405,14 +457,15 @@ def _loop(run: Run, logger: RunLogger, stop: dict[str, int], progress_bar: bool)
     bar.close()
 
 
-def _checkpoint_now(run: Run, steps_overdue: int) -> bool:
+def _checkpoint_now(learner: Learner, steps_overdue: int) -> bool:
     """At an episode boundary (an exact resume point), or once waiting for one is hopeless.
 
     Vector envs whose episodes end at different times (early termination) may never all be
     between episodes at once; after another ``checkpoint_every`` steps the checkpoint is
     written anyway, and a resume from it restarts the unfinished episodes.
     """
-    return run.collector.at_episode_boundary or steps_overdue >= run.config.checkpoint_every
+    overdue = steps_overdue >= learner.config.checkpoint_every
+    return learner.collector.at_episode_boundary or overdue
 
 
 def _last_return(run: Run) -> str:

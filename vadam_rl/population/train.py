@@ -9,7 +9,6 @@ resumed alone with ``vadam-rl train --resume DIR``.
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,12 +39,12 @@ from vadam_rl.train import (
     NonFiniteError,
     Progress,
     Run,
-    crossed,
     finish,
     load_checkpoint,
     log_training,
     resolve_device,
     run_evaluation,
+    run_loop,
     save_checkpoint,
     save_policy_snapshot,
     stop_on_signals,
@@ -268,7 +267,10 @@ def train_population(
     resume_hint = "vadam-rl train --resume " + " ".join(map(str, run_dirs))
     try:
         with stop_on_signals() as stop:
-            _loop(population, loggers, stop, progress_bar)
+            labels = [str(view.run_dir) for view in population.views]
+            learner = PopulationLearner(population, loggers)
+            description = f"{len(population.views)} agents"
+            run_loop(learner, stop, progress_bar, Metrics(labels), description)
         population.sync_views()
         return [
             finish(view, logger) for view, logger in zip(population.views, loggers, strict=True)
@@ -294,84 +296,43 @@ def train_population(
         population.collector.envs.close()
 
 
-def _loop(
-    population: Population, loggers: list[RunLogger], stop: dict[str, int], progress_bar: bool
-) -> None:
-    config, prog = population.config, population.progress
-    metrics = Metrics(labels=[str(view.run_dir) for view in population.views])
-    started = time.perf_counter()
-    session_start_step, wall_before = prog.step, prog.wall_time_s
-    pending_since: int | None = None
-    bar = tqdm(
-        total=config.total_steps,
-        initial=prog.step,
-        unit="step",
-        dynamic_ncols=True,
-        disable=not progress_bar,
-        mininterval=1.0,
-        desc=f"{len(population.views)} agents",
-    )
-    while prog.step < config.total_steps:
-        before = prog.step
-        random_phase = prog.step < config.learning_starts
-        population.collector.collect(1, random_actions=random_phase)
-        prog.step += config.num_envs
+class PopulationLearner:
+    """The loop's view of a population: one update for all agents; logging, evaluation and
+    checkpoints fan out to the agents' run directories."""
 
-        if not random_phase and (prog.step // config.num_envs) % config.train_freq == 0:
-            for _ in range(config.gradient_steps):
-                batch = population.buffer.sample(config.batch_size)
-                metrics.add(population.agent.update(batch), prog.step)
-                prog.updates += 1
+    def __init__(self, population: Population, loggers: list[RunLogger]) -> None:
+        self.population, self.loggers = population, loggers
+        self.config, self.progress = population.config, population.progress
+        self.collector = population.collector
 
-        prog.wall_time_s = wall_before + time.perf_counter() - started
-        if crossed(before, prog.step, config.log_every):
-            metrics.check_finite()
-            fps = (prog.step - session_start_step) / max(time.perf_counter() - started, 1e-9)
-            _log(population, loggers, metrics, fps)
-            bar.update(prog.step - bar.n)
-        if crossed(before, prog.step, config.eval_every):
-            metrics.check_finite()
-            population.sync_views()
-            for view, logger in zip(population.views, loggers, strict=True):
-                run_evaluation(view, logger, bar, label=f"seed {view.config.seed}: ")
-        if pending_since is None and crossed(before, prog.step, config.checkpoint_every):
-            pending_since = prog.step
-        overdue = pending_since is not None and prog.step - pending_since >= config.checkpoint_every
-        if pending_since is not None and (population.collector.at_episode_boundary or overdue):
-            metrics.check_finite()
-            _checkpoint(population, snapshot=True)
-            pending_since = None
-        if stop["signal"]:
-            metrics.check_finite()
-            _checkpoint(population, snapshot=False)
-            raise Interrupted(
-                f"stopped by signal {stop['signal']} at step {prog.step}; checkpoints written"
-            )
-    metrics.check_finite()
-    bar.update(prog.step - bar.n)
-    bar.close()
+    def update(self) -> dict[str, Tensor]:
+        batch = self.population.buffer.sample(self.config.batch_size)
+        return self.population.agent.update(batch)
 
+    def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None:
+        """Each agent's scalars into its own run directory (``log_training``'s tags)."""
+        population = self.population
+        count = metrics.count
+        means = metrics.pop_agent_means(len(population.views)) if count else []
+        distances: Tensor | None = population.collector.pop_action_distance()
+        distance_values = distances.tolist() if distances is not None else None
+        population.sync_views(agents=_logs_posterior(population))
+        for k, (view, logger) in enumerate(zip(population.views, self.loggers, strict=True)):
+            assert isinstance(view.collector, _AgentCollector)
+            view.collector.action_distance = distance_values[k] if distance_values else None
+            log_training(view, logger, _AgentMeans(count, means[k] if means else {}), fps)  # type: ignore[arg-type]
 
-def _checkpoint(population: Population, snapshot: bool) -> None:
-    population.sync_views()
-    for view in population.views:
-        save_checkpoint(view)
-        if snapshot:
-            save_policy_snapshot(view)
+    def evaluate(self, bar: tqdm) -> None:
+        self.population.sync_views()
+        for view, logger in zip(self.population.views, self.loggers, strict=True):
+            run_evaluation(view, logger, bar, label=f"seed {view.config.seed}: ")
 
-
-def _log(population: Population, loggers: list[RunLogger], metrics: Metrics, fps: float) -> None:
-    """Each agent's scalars into its own run directory (``log_training``'s tags)."""
-    count = metrics.count
-    means = metrics.pop_agent_means(len(population.views)) if count else []
-    distances: Tensor | None = population.collector.pop_action_distance()
-    distance_values = distances.tolist() if distances is not None else None
-    population.sync_views(agents=_logs_posterior(population))
-    for k, (view, logger) in enumerate(zip(population.views, loggers, strict=True)):
-        assert isinstance(view.collector, _AgentCollector)
-        view.collector.action_distance = distance_values[k] if distance_values else None
-        agent_metrics = _AgentMeans(count, means[k] if means else {})
-        log_training(view, logger, agent_metrics, fps)  # type: ignore[arg-type]
+    def checkpoint(self, snapshot: bool) -> None:
+        self.population.sync_views()
+        for view in self.population.views:
+            save_checkpoint(view)
+            if snapshot:
+                save_policy_snapshot(view)
 
 
 def _logs_posterior(population: Population) -> bool:
