@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import cli_env
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
@@ -27,17 +26,22 @@ def load_bench():
     return module
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
-    out = tmp_path_factory.mktemp("bench")
+def test_short_run_writes_a_complete_sane_result(tmp_path: Path):
+    # One test for the one (minute-long) run: under pytest-xdist, tests sharing a fixture can
+    # land in different workers and would each pay for it.
+    out = tmp_path
     command = [sys.executable, str(BENCH), "--short", "--steps", "8", "--learning-starts",
                "16", "--threads", "1", "--population", "2", "--out", str(out)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=cli_env())
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "result.json").read_text()), (out / "result.md").read_text()
+    result = json.loads((out / "result.json").read_text()), (out / "result.md").read_text()
+    check_every_measurement_is_a_positive_number(result)
+    check_the_machine_is_named(result)
+    check_the_markdown_has_a_row_per_contender(result)
+    check_the_population_is_timed_against_separate_processes(result)
 
 
-def test_short_run_writes_every_measurement_as_a_positive_number(result):
+def check_every_measurement_is_a_positive_number(result: tuple[dict, str]) -> None:
     data, _ = result
     rows = [data["ours"]["ddpg-adam"], data["ours"]["ddpg-vadam"], data["sb3"]]
     for row in rows:
@@ -55,14 +59,14 @@ def test_short_run_writes_every_measurement_as_a_positive_number(result):
     assert all(ratio > 0 for ratio in data["ratios"].values())
 
 
-def test_short_run_names_the_machine(result):
+def check_the_machine_is_named(result: tuple[dict, str]) -> None:
     machine = result[0]["machine"]
     assert machine["cpu"] and machine["cores"] >= 1
     assert machine["device"] == "cpu" and machine["torch_threads"] == 1
     assert machine["torch"]
 
 
-def test_markdown_table_has_a_row_per_contender(result):
+def check_the_markdown_has_a_row_per_contender(result: tuple[dict, str]) -> None:
     table = result[1]
     for row in ("| ours ddpg-adam |", "| ours ddpg-vadam |", "| SB3 DDPG |", "| compute bound |"):
         assert row in table
@@ -73,7 +77,7 @@ def test_markdown_table_has_a_row_per_contender(result):
     assert "| 2 x ddpg-vadam | 2 processes |" in table
 
 
-def test_population_is_timed_against_separate_processes(result):
+def check_the_population_is_timed_against_separate_processes(result: tuple[dict, str]) -> None:
     data, _ = result
     for preset in ("ddpg-adam", "ddpg-vadam"):
         entry = data["population"][f"{preset}:2"]
