@@ -38,17 +38,21 @@ class ReplayBuffer:
         act_dim: int,
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
+        leading: tuple[int, ...] = (),
     ) -> None:
+        """``leading``: dimensions in front of the storage, e.g. (K,) for K agents filled in
+        lockstep (see ``population.agent.PopulationBuffer``)."""
         if capacity <= 0:
             raise ValueError(f"Invalid capacity: {capacity} (must be > 0)")
         self.capacity = capacity
         self.device = torch.device(device)
         self.generator = generator
-        self.obs = torch.zeros((capacity, obs_dim), device=self.device)
-        self.actions = torch.zeros((capacity, act_dim), device=self.device)
-        self.rewards = torch.zeros((capacity, 1), device=self.device)
-        self.next_obs = torch.zeros((capacity, obs_dim), device=self.device)
-        self.terminated = torch.zeros((capacity, 1), device=self.device)
+        shape = (*leading, capacity)
+        self.obs = torch.zeros((*shape, obs_dim), device=self.device)
+        self.actions = torch.zeros((*shape, act_dim), device=self.device)
+        self.rewards = torch.zeros((*shape, 1), device=self.device)
+        self.next_obs = torch.zeros((*shape, obs_dim), device=self.device)
+        self.terminated = torch.zeros((*shape, 1), device=self.device)
         self.pos = 0
         self.size = 0
 
@@ -59,14 +63,15 @@ class ReplayBuffer:
         self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor
     ) -> None:
         """Append n transitions: obs/next_obs (n, obs_dim), actions (n, act_dim), rewards and
-        terminated (n,). Oldest transitions are overwritten once the buffer is full."""
-        n = obs.shape[0]
+        terminated (n,), each behind the ``leading`` dimensions if any. Oldest transitions are
+        overwritten once the buffer is full."""
+        n = obs.shape[-2]
         index = (self.pos + torch.arange(n, device=self.device)) % self.capacity
-        self.obs[index] = obs.to(self.device, torch.float32)
-        self.actions[index] = actions.to(self.device, torch.float32)
-        self.rewards[index] = rewards.to(self.device, torch.float32).reshape(n, 1)
-        self.next_obs[index] = next_obs.to(self.device, torch.float32)
-        self.terminated[index] = terminated.to(self.device, torch.float32).reshape(n, 1)
+        self.obs[..., index, :] = obs.to(self.device, torch.float32)
+        self.actions[..., index, :] = actions.to(self.device, torch.float32)
+        self.rewards[..., index, :] = rewards.to(self.device, torch.float32).unsqueeze(-1)
+        self.next_obs[..., index, :] = next_obs.to(self.device, torch.float32)
+        self.terminated[..., index, :] = terminated.to(self.device, torch.float32).unsqueeze(-1)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 

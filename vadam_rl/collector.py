@@ -81,15 +81,15 @@ class RolloutCollector:
     def reset(self, mask: np.ndarray | None = None) -> None:
         """Start new episodes in the envs selected by ``mask`` (all if None)."""
         mask = np.ones(self.num_envs, dtype=bool) if mask is None else mask
-        seeds = [
-            episode_seed(self.seed, i, int(self.episodes_started[i])) if mask[i] else None
-            for i in range(self.num_envs)
-        ]
+        seeds = [self._episode_seed(i) if mask[i] else None for i in range(self.num_envs)]
         obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
         self.obs = obs if self.obs is None else np.where(mask[:, None], obs, self.obs)
         self.episodes_started += mask
         self.episode_return[mask] = 0.0
         self.episode_length[mask] = 0
+
+    def _episode_seed(self, env_index: int) -> int:
+        return episode_seed(self.seed, env_index, int(self.episodes_started[env_index]))
 
     @property
     def at_episode_boundary(self) -> bool:

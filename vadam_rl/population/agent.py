@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from vadam_rl import rng
-from vadam_rl.buffer import Batch
+from vadam_rl.buffer import Batch, ReplayBuffer
 from vadam_rl.config import ConfigError, TrainConfig
 from vadam_rl.ddpg import DDPG
 from vadam_rl.population.stacking import select_agent, stack_modules
@@ -62,9 +62,10 @@ class PopulationDDPG(DDPG):
         return select_agent(self.state_dict(), agent)
 
 
-class PopulationBuffer:
-    """K replay buffers of one capacity in (K, capacity, dim) tensors, filled in lockstep;
-    agent k's minibatch indices come from generator k, as in its single run."""
+class PopulationBuffer(ReplayBuffer):
+    """K replay buffers of one capacity in (K, capacity, dim) tensors, filled in lockstep
+    (``add`` takes (K, n, ...) tensors); agent k's minibatch indices come from generator k, as
+    in its single run."""
 
     def __init__(
         self,
@@ -74,36 +75,10 @@ class PopulationBuffer:
         device: torch.device,
         generators: AgentGenerators,
     ) -> None:
+        super().__init__(capacity, obs_dim, act_dim, device, leading=(len(generators),))
         self.num_agents = len(generators)
         self.generators = generators
-        self.capacity = capacity
-        self.device = torch.device(device)
-        k = self.num_agents
-        self.obs = torch.zeros((k, capacity, obs_dim), device=self.device)
-        self.actions = torch.zeros((k, capacity, act_dim), device=self.device)
-        self.rewards = torch.zeros((k, capacity, 1), device=self.device)
-        self.next_obs = torch.zeros((k, capacity, obs_dim), device=self.device)
-        self.terminated = torch.zeros((k, capacity, 1), device=self.device)
-        self.agent_index = torch.arange(k, device=self.device).unsqueeze(1)
-        self.pos = 0
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(
-        self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor
-    ) -> None:
-        """obs/next_obs (K, n, obs_dim), actions (K, n, act_dim), rewards/terminated (K, n)."""
-        n = obs.shape[1]
-        index = (self.pos + torch.arange(n, device=self.device)) % self.capacity
-        self.obs[:, index] = obs.to(self.device, torch.float32)
-        self.actions[:, index] = actions.to(self.device, torch.float32)
-        self.rewards[:, index] = rewards.to(self.device, torch.float32).unsqueeze(-1)
-        self.next_obs[:, index] = next_obs.to(self.device, torch.float32)
-        self.terminated[:, index] = terminated.to(self.device, torch.float32).unsqueeze(-1)
-        self.pos = (self.pos + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
+        self.agent_index = torch.arange(self.num_agents, device=self.device).unsqueeze(1)
 
     def sample(self, batch_size: int) -> Batch:
         """(K, batch_size, ...) fields; row k is agent k's uniform draw from its own data."""

@@ -11,21 +11,22 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 from torch import Tensor
 
 from vadam_rl import rng
-from vadam_rl.collector import episode_seed
+from vadam_rl.collector import RolloutCollector, episode_seed
 from vadam_rl.exploration import Exploration
-from vadam_rl.networks import ActionScaler
 from vadam_rl.population.agent import PopulationBuffer
 from vadam_rl.rng import AgentGenerators
 
 
-class PopulationCollector:
+class PopulationCollector(RolloutCollector):
+    """``RolloutCollector`` for K agents x n envs: per-agent episode seeds, warm-up actions,
+    episode statistics and checkpoint state; one batched act for all agents."""
+
     def __init__(
         self,
         envs: VectorEnv,
@@ -35,72 +36,37 @@ class PopulationCollector:
         device: torch.device,
         generators: AgentGenerators,
     ) -> None:
-        self.num_agents = len(seeds)
-        if envs.num_envs % self.num_agents:
+        if envs.num_envs % len(seeds):
             raise ValueError(f"{envs.num_envs} envs cannot be split among {len(seeds)} agents")
-        self.envs = envs
-        self.buffer = buffer
-        self.exploration = exploration
+        super().__init__(envs, buffer, exploration, seeds[0], device, generators)  # type: ignore[arg-type]
+        self.num_agents = len(seeds)
         self.seeds = list(seeds)
-        self.device = device
-        self.generators = generators
         self.envs_per_agent = envs.num_envs // self.num_agents
-        space = envs.single_action_space
-        assert isinstance(space, gym.spaces.Box)
-        self.scaler = ActionScaler(space.low, space.high)
-        self.act_dim = int(np.prod(space.shape))
-        total = envs.num_envs
-        self.episodes_started = np.zeros(total, dtype=np.int64)
-        self.episode_return = np.zeros(total)
-        self.episode_length = np.zeros(total, dtype=np.int64)
-        self.recent_returns = [deque[float](maxlen=100) for _ in seeds]
-        self.recent_lengths = [deque[int](maxlen=100) for _ in seeds]
-        self.episodes_finished = [0] * self.num_agents
+        self.recent_returns = [deque[float](maxlen=100) for _ in seeds]  # type: ignore[assignment]
+        self.recent_lengths = [deque[int](maxlen=100) for _ in seeds]  # type: ignore[assignment]
+        self.episodes_finished = [0] * self.num_agents  # type: ignore[assignment]
         self.action_distance_sum = torch.zeros(self.num_agents, device=device)
-        self.action_distance_count = 0
-        self.obs: np.ndarray | None = None
 
     # ---------------------------------------------------------------- episodes
     def _agent_envs(self, agent: int) -> slice:
         return slice(agent * self.envs_per_agent, (agent + 1) * self.envs_per_agent)
 
-    def reset(self, mask: np.ndarray | None = None) -> None:
-        mask = np.ones(self.envs.num_envs, dtype=bool) if mask is None else mask
-        n = self.envs_per_agent
-        seeds = [
-            episode_seed(self.seeds[j // n], j % n, int(self.episodes_started[j]))
-            if mask[j]
-            else None
-            for j in range(self.envs.num_envs)
-        ]
-        obs, _ = self.envs.reset(seed=seeds, options={"reset_mask": mask})
-        self.obs = obs if self.obs is None else np.where(mask[:, None], obs, self.obs)
-        self.episodes_started += mask
-        self.episode_return[mask] = 0.0
-        self.episode_length[mask] = 0
-
-    @property
-    def at_episode_boundary(self) -> bool:
-        return bool(np.all(self.episode_length == 0))
+    def _episode_seed(self, env_index: int) -> int:
+        # Env i of agent k starts the episodes of env i in agent k's single run.
+        agent, local = divmod(env_index, self.envs_per_agent)
+        return episode_seed(self.seeds[agent], local, int(self.episodes_started[env_index]))
 
     def agent_at_episode_boundary(self, agent: int) -> bool:
         return bool(np.all(self.episode_length[self._agent_envs(agent)] == 0))
 
     # ---------------------------------------------------------------- stepping
-    @torch.no_grad()
-    def collect(self, n_steps: int, random_actions: bool = False) -> None:
-        if self.obs is None:
-            self.reset()
-        for _ in range(n_steps):
-            self._step(random_actions)
-
     def _step(self, random_actions: bool) -> None:
         assert self.obs is not None
         k, n = self.num_agents, self.envs_per_agent
         obs = torch.as_tensor(self.obs, dtype=torch.float32).to(self.device, non_blocking=True)
         obs = obs.view(k, n, -1)
         if random_actions:
-            action = 2.0 * rng.rand((k, n, self.act_dim), self.generators, device=self.device)
+            action = 2.0 * rng.rand((k, n, self.act_dim), self.generator, device=self.device)
             action = action - 1.0
         else:
             step = self.exploration.act(obs)
