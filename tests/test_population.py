@@ -66,10 +66,10 @@ def test_population_of_three_trains_like_three_single_runs(preset: str, tmp_path
         assert single["collector"] == pop["collector"] or _same_counters(single, pop)
         assert single["progress"]["updates"] == pop["progress"]["updates"] == 1000
         # ...and the numbers agree up to float32 reassociation in the batched matmuls, which
-        # 1000 updates of an RL loop amplify. Measured worst cases: weights 2e-4 relative,
-        # second moments 1e-3, first moments (recent gradients, much cancellation) 2e-2. A
-        # loss averaged over all agents instead of per agent scales moments by 1/3 (0.67
-        # relative); a shared noise stream changes the generator states above.
+        # 1000 updates of an RL loop amplify: least in the weights, most in the first moments
+        # (recent gradients, much cancellation). A loss averaged over all agents instead of
+        # per agent scales the moments by 1/3 (0.67 relative); a shared noise stream changes
+        # the generator states above.
         left, right = tensors(single["agent"]), tensors(pop["agent"])
         assert left.keys() == right.keys()
         for name in left:
