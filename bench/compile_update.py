@@ -1,10 +1,16 @@
-"""Does ``torch.compile`` speed up our DDPG update? Eager vs compiled, same batches.
+"""Three ways to compute our DDPG update's gradients, timed on the same batches.
 
-The loss computations (target, critic loss; actor loss through the critic) are compiled with
-``torch.compile`` (inductor); the backward passes run the compiled backward graphs, the
-optimizers stay eager (fused Adam, or Vadam with its closure). Prints ms per update, the
-compile time, and how far the parameters of the two agents are apart after the timed updates
-(they start equal and see the same batches, so only float reassociation separates them).
+- **autograd**: eager losses and ``backward()`` (as ``DDPG._autograd_step``);
+- **compiled**: the same loss computations compiled with ``torch.compile`` (inductor); the
+  backward passes run the compiled backward graphs;
+- **hand-written**: ``DDPG.update`` as the training loop runs it, with the gradients of
+  ``vadam_rl.backprop`` (no autograd graph).
+
+The optimizers are the same eager ones everywhere (fused Adam, or Vadam with its closure).
+The variants take turns in rounds (the machine's speed drifts); prints the median ms per
+update, the first updates' time (compilation), and how far each variant's actor is from the
+autograd one's after the timed updates (they start equal and see the same batches, so only
+float reassociation separates them).
 
     python bench/compile_update.py                     # ddpg-adam on CPU
     python bench/compile_update.py --preset ddpg-vadam --device cuda
@@ -13,7 +19,7 @@ compile time, and how far the parameters of the two agents are apart after the t
 from __future__ import annotations
 
 import argparse
-import copy
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +35,11 @@ from vadam_rl.ddpg import DDPG
 from vadam_rl.networks import polyak_update
 
 
-def make_update(agent: DDPG, compiled: bool):
+def make_update(agent: DDPG, variant: str):
+    if variant == "hand-written":
+        return agent.update
+    compiled = variant == "compiled"
+
     def critic_loss(batch: Batch) -> torch.Tensor:
         with torch.no_grad():
             next_q = agent.critic_target(batch.next_obs, agent.actor_target(batch.next_obs))
@@ -70,38 +80,49 @@ def main() -> None:
     parser.add_argument("--preset", default="ddpg-adam")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     config = ours_config(args.preset, Settings(device=args.device))
-    torch.manual_seed(0)
-    agents = {}
-    for name in ("eager", "compiled"):
+    variants = ("autograd", "compiled", "hand-written")
+    updates = {}
+    for name in variants:
         generator = torch.Generator(device=device).manual_seed(0)
         torch.manual_seed(0)
-        agents[name] = DDPG(17, 6, config, device, generator=generator)
+        agent = DDPG(17, 6, config, device, generator=generator)
+        updates[name] = (agent, make_update(agent, name))
     buffer = ReplayBuffer(50_000, 17, 6, device, generator=torch.Generator(device=device))
     fill_buffer(buffer, 50_000, device)
-    batches = [buffer.sample(BATCH_SIZE) for _ in range(args.updates + 20)]
-    after_warmup = {}
-    for name, agent in agents.items():
-        update = make_update(agent, compiled=name == "compiled")
+    per_round = args.updates // args.rounds
+    batches = [buffer.sample(BATCH_SIZE) for _ in range(20 + per_round * args.rounds)]
+    for name, (_, update) in updates.items():
         started = time.perf_counter()
         for batch in batches[:20]:  # warm-up (and compilation)
             update(batch)
         sync(device)
-        warmup = time.perf_counter() - started
-        after_warmup[name] = copy.deepcopy(agent.actor.state_dict())
-        started = time.perf_counter()
-        for batch in batches[20:]:
-            update(batch)
-        sync(device)
-        ms = (time.perf_counter() - started) / args.updates * 1e3
-        print(f"{name:8s}: {ms:6.2f} ms/update   (first 20 updates incl. compile: {warmup:.1f} s)")
-    final = {name: agent.actor.state_dict() for name, agent in agents.items()}
-    for weights, n in ((after_warmup, 20), (final, args.updates + 20)):
-        eager, compiled = weights["eager"], weights["compiled"]
-        gap = max(float((eager[k] - compiled[k]).abs().max()) for k in eager)
-        print(f"max |actor weight difference| after {n} updates: {gap:.2e}")
+        print(f"{name:12s}: first 20 updates (incl. compile) {time.perf_counter() - started:.1f} s")
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        chunk = batches[20 + r * per_round : 20 + (r + 1) * per_round]
+        for name, (_, update) in updates.items():
+            started = time.perf_counter()
+            for batch in chunk:
+                update(batch)
+            sync(device)
+            times[name].append((time.perf_counter() - started) / per_round * 1e3)
+    reference = updates["autograd"][0].actor.state_dict()
+    for name, (agent, _) in updates.items():
+        actor = agent.actor.state_dict()
+        gap = max(float((actor[k] - reference[k]).abs().max()) for k in actor)
+        rounds = " ".join(f"{t:.2f}" for t in times[name])
+        print(
+            f"{name:12s}: {statistics.median(times[name]):6.2f} ms/update (median; rounds "
+            f"{rounds}); max |actor - autograd actor| after {20 + per_round * args.rounds} "
+            f"updates: {gap:.2e}"
+        )
 
 
 if __name__ == "__main__":

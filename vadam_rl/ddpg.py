@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vadam_rl import backprop
 from vadam_rl.buffer import Batch
 from vadam_rl.config import TrainConfig
 from vadam_rl.networks import Actor, Critic, polyak_update
@@ -62,6 +63,19 @@ class DDPG:
         self.critic_optimizer = build_optimizer(
             self.critic.parameters(), config.critic.optimizer, generator=generator
         )
+        # Hand-written gradients (``backprop``) for the MLPs it knows, autograd otherwise.
+        self.layers = {
+            name: backprop.layers_of(module)
+            for name, module in (
+                ("actor", actor),
+                ("critic", critic),
+                ("actor_target", self.actor_target),
+                ("critic_target", self.critic_target),
+            )
+        }
+        self.manual_backprop = all(layers is not None for layers in self.layers.values())
+        self._online_params = [*critic.parameters(), *actor.parameters()]
+        self._target_params = [*self.critic_target.parameters(), *self.actor_target.parameters()]
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
@@ -70,10 +84,24 @@ class DDPG:
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         """One DDPG step: critic TD regression, actor ascent on Q, Polyak-averaged targets."""
+        step = self._manual_step if self.manual_backprop else self._autograd_step
+        target_q, critic_loss, actor_loss = step(batch)
+        polyak_update(self._target_params, self._online_params, self.tau)
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "q_target_mean": self.batch_mean(target_q),
+        }
+
+    def _td_target(self, next_q: Tensor, batch: Batch) -> Tensor:
+        # A time-limit truncation is not an end of the task: bootstrap unless terminated.
+        return batch.rewards + self.gamma * (1.0 - batch.terminated) * next_q
+
+    def _autograd_step(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Critic and actor steps with autograd (any actor and critic modules)."""
         with torch.no_grad():
             next_q = self.critic_target(batch.next_obs, self.actor_target(batch.next_obs))
-            # A time-limit truncation is not an end of the task: bootstrap unless terminated.
-            target_q = batch.rewards + self.gamma * (1.0 - batch.terminated) * next_q
+            target_q = self._td_target(next_q, batch)
 
         def critic_closure() -> Tensor:
             self.critic_optimizer.zero_grad(set_to_none=True)
@@ -97,14 +125,46 @@ class DDPG:
             actor_loss = self.actor_optimizer.step(actor_closure)
         finally:
             self.critic.requires_grad_(True)
+        return target_q, critic_loss, actor_loss  # type: ignore[return-value]
 
-        polyak_update(self.critic_target, self.critic, self.tau)
-        polyak_update(self.actor_target, self.actor, self.tau)
-        return {
-            "critic_loss": critic_loss.detach(),  # type: ignore[union-attr]
-            "actor_loss": actor_loss.detach(),  # type: ignore[union-attr]
-            "q_target_mean": self.batch_mean(target_q),
-        }
+    @torch.no_grad()
+    def _manual_step(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """The same steps with ``backprop``'s hand-written gradients (same losses, same
+        closures for the optimizers, no autograd graph)."""
+        layers = self.layers
+        next_action = backprop.forward(layers["actor_target"], batch.next_obs).output
+        next_q = backprop.forward(layers["critic_target"], batch.next_obs, next_action).output
+        target_q = self._td_target(next_q, batch)
+
+        def critic_closure() -> Tensor:
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                acts = backprop.forward(layers["critic"], batch.obs, batch.actions)
+                error = acts.output - target_q
+                # d/dq of the minibatch mean of error^2 (each agent's own mean in a population).
+                backprop.backward_weights(layers["critic"], acts, error * (2.0 / error.shape[-2]))
+            return self.batch_mean(error.square())
+
+        critic_loss = self.critic_optimizer.step(critic_closure)
+
+        def actor_closure() -> Tensor:
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                actor_acts = backprop.forward(layers["actor"], batch.obs)
+                action = actor_acts.output
+                critic_acts = backprop.forward(layers["critic"], batch.obs, action)
+                q = critic_acts.output
+                dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
+                d_action = backprop.action_gradient(
+                    layers["critic"], critic_acts, dq, action.shape[-1]
+                )
+                backprop.backward_weights(
+                    layers["actor"], actor_acts, backprop.tanh_backward(d_action, action)
+                )
+            return -self.batch_mean(q)
+
+        actor_loss = self.actor_optimizer.step(actor_closure)
+        return target_q, critic_loss, actor_loss  # type: ignore[return-value]
 
     @staticmethod
     def batch_mean(values: Tensor) -> Tensor:

@@ -99,11 +99,17 @@ class Critic(nn.Module):
 
 
 @torch.no_grad()
-def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) * target + tau * source, for every parameter (one foreach call)."""
-    target_params = list(target.parameters())
-    source_params = list(source.parameters())
-    torch._foreach_lerp_(target_params, source_params, tau)
+def polyak_update(
+    target: nn.Module | Sequence[Tensor], source: nn.Module | Sequence[Tensor], tau: float
+) -> None:
+    """target <- (1 - tau) * target + tau * source, for every parameter (one foreach call).
+
+    Modules or their parameter lists: a learner that keeps the lists skips walking the
+    modules once per update.
+    """
+    target_params = list(target.parameters()) if isinstance(target, nn.Module) else target
+    source_params = list(source.parameters()) if isinstance(source, nn.Module) else source
+    torch._foreach_lerp_(list(target_params), list(source_params), tau)
 
 
 class ActionScaler:

@@ -1,0 +1,149 @@
+"""DDPG's forward and backward passes through its MLPs, written out by hand.
+
+Why: at batch 100 an update's matmuls are small, and on CPU autograd's bookkeeping (graph
+nodes, saved tensors, transposes, gradient accumulation) cost about a third of an eager
+update. The actor and critic are plain Linear/ReLU stacks, so their gradients are a few
+matmuls each: dW = dz^T x, db = sum(dz), dx = dz W, and ReLU passes dx where its output is > 0.
+Only what DDPG needs is computed: no input gradient of the critic step, no critic weight
+gradient in the actor step (just dQ/da).
+
+Works for single networks (weights (out, in), inputs (batch, in)) and for stacked
+populations (weights (K, out, in), inputs (K, batch, in)). ``DDPG.update`` uses it for the
+networks ``layers_of`` recognises and autograd otherwise; tests check both agree (float64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from vadam_rl.networks import Actor, Critic
+
+
+@dataclass(frozen=True)
+class MLPLayers:
+    """The Linear layers of an actor or critic, in order, with ReLU between them.
+
+    ``action_layer``: the layer whose input gets the action appended (critics), else None.
+    ``tanh_output``: the last layer is followed by tanh (actors).
+    """
+
+    linears: tuple[nn.Module, ...]
+    action_layer: int | None = None
+    tanh_output: bool = False
+
+
+@dataclass
+class Activations:
+    """What the backward pass needs from the forward pass.
+
+    inputs[i]: layer i's input (batch, in_i); hidden[i]: layer i's ReLU output.
+    """
+
+    inputs: list[Tensor]
+    hidden: list[Tensor]
+    output: Tensor
+
+
+def layers_of(module: nn.Module) -> MLPLayers | None:
+    """The layer view of vadam-rl's ``Actor`` or ``Critic`` (single or stacked), else None."""
+    if isinstance(module, Actor):
+        parts = [module.mu]
+        layers = MLPLayers(_linears(module.mu), tanh_output=True)
+    elif isinstance(module, Critic) and module.action_layer == 0:
+        parts = [module.qf0]
+        layers = MLPLayers(_linears(module.qf0), action_layer=0)
+    elif isinstance(module, Critic):
+        parts = [module.state_net, module.joint_net]
+        linears = _linears(module.state_net) + _linears(module.joint_net)
+        layers = MLPLayers(linears, action_layer=module.action_layer)
+    else:
+        return None
+    return layers if all(_is_relu_mlp(part) for part in parts) else None
+
+
+def _linears(sequential: nn.Module) -> tuple[nn.Module, ...]:
+    return tuple(layer for layer in sequential.children() if _is_linear(layer))
+
+
+def _is_linear(layer: nn.Module) -> bool:
+    from vadam_rl.population.stacking import StackedLinear  # the population imports DDPG
+
+    return isinstance(layer, nn.Linear | StackedLinear) and layer.bias is not None
+
+
+def _is_relu_mlp(sequential: nn.Module) -> bool:
+    """Linear, ReLU, Linear, ..., Linear (ReLU optionally last), then optionally Tanh."""
+    children = list(sequential.children())
+    if children and isinstance(children[-1], nn.Tanh):
+        children = children[:-1]
+    return all(
+        isinstance(layer, nn.ReLU) if i % 2 else _is_linear(layer)
+        for i, layer in enumerate(children)
+    )
+
+
+def _linear(x: Tensor, layer: nn.Module) -> Tensor:
+    weight, bias = layer.weight, layer.bias
+    if weight.dim() == 2:
+        return torch.addmm(bias, x, weight.t())
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def forward(layers: MLPLayers, x: Tensor, action: Tensor | None = None) -> Activations:
+    """The network's output, keeping each layer's input and ReLU output. Call under no_grad."""
+    inputs: list[Tensor] = []
+    hidden: list[Tensor] = []
+    last = len(layers.linears) - 1
+    for i, layer in enumerate(layers.linears):
+        if i == layers.action_layer:
+            x = torch.cat([x, action], dim=-1)  # type: ignore[list-item]
+        inputs.append(x)
+        x = _linear(x, layer)
+        if i < last:
+            x = x.relu_()
+            hidden.append(x)
+    if layers.tanh_output:
+        x = x.tanh_()
+    return Activations(inputs, hidden, x)
+
+
+def backward_weights(layers: MLPLayers, acts: Activations, grad_out: Tensor) -> None:
+    """Set every weight's and bias's ``.grad`` from dL/d(last Linear's output), (batch, out)."""
+    dz = grad_out
+    for i in range(len(layers.linears) - 1, -1, -1):
+        layer = layers.linears[i]
+        layer.weight.grad = dz.mT @ acts.inputs[i]
+        layer.bias.grad = dz.sum(dim=-2)
+        if i > 0:
+            dz = _through_relu(dz @ layer.weight, acts.hidden[i - 1])
+
+
+def action_gradient(
+    layers: MLPLayers, acts: Activations, grad_out: Tensor, action_dim: int
+) -> Tensor:
+    """dL/d(action), (batch, action_dim), for a critic; its weights' grads are left alone."""
+    if layers.action_layer is None:
+        raise ValueError("action_gradient needs a critic (a network with an action input)")
+    dz = grad_out
+    for i in range(len(layers.linears) - 1, layers.action_layer, -1):
+        dz = _through_relu(dz @ layers.linears[i].weight, acts.hidden[i - 1])
+    # The action is the last action_dim columns of the action layer's input.
+    return dz @ layers.linears[layers.action_layer].weight[..., -action_dim:]
+
+
+def _through_relu(dx: Tensor, relu_output: Tensor) -> Tensor:
+    """ReLU's backward: dx where the ReLU's output is positive, 0 elsewhere (as autograd).
+
+    dx may carry appended action columns (the critic's action layer); they are dropped.
+    """
+    # The output is >= 0, so its sign is the 0/1 mask: 4-8x faster on CPU than
+    # torch.where(output > 0, dx, 0) or a bool mask, which need a dtype conversion.
+    return dx[..., : relu_output.shape[-1]] * relu_output.sign()
+
+
+def tanh_backward(grad: Tensor, tanh_output: Tensor) -> Tensor:
+    """d tanh(z) / dz = 1 - tanh(z)^2."""
+    return grad * (1.0 - tanh_output.square())
