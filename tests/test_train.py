@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+import torch
 from conftest import popen_cli
 
 from vadam_rl.config import apply_overrides, load_preset
@@ -81,3 +83,20 @@ def test_vector_envs_that_never_end_episodes_together_still_get_checkpoints(tmp_
     )
     gaps = [b - a for a, b in zip([0, *steps], steps, strict=False)]
     assert max(gaps) <= 2 * 200 + 2, steps
+
+
+def test_metrics_sum_per_metric_and_name_the_first_non_finite_step_and_agent():
+    from vadam_rl.train import Metrics, NonFiniteError
+
+    metrics = Metrics(labels=["run_s0", "run_s1"])
+    for step in range(1, 6):
+        bad = float("nan") if step >= 4 else 1.0
+        metrics.add({"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([1.0, bad])}, step)
+    with pytest.raises(NonFiniteError, match="b became non-finite at step 4 in run_s1"):
+        metrics.check_finite()
+    finite = Metrics()
+    for step in range(1, 5):
+        finite.add({"a": torch.tensor(float(step)), "b": torch.tensor(2.0)}, step)
+    finite.check_finite()
+    assert finite.pop_means() == {"a": 2.5, "b": 2.0}
+    assert finite.count == 0

@@ -66,7 +66,9 @@ class ReplayBuffer:
         terminated (n,), each behind the ``leading`` dimensions if any. Oldest transitions are
         overwritten once the buffer is full."""
         n = obs.shape[-2]
-        index = (self.pos + torch.arange(n, device=self.device)) % self.capacity
+        index: slice | Tensor = slice(self.pos, self.pos + n)
+        if self.pos + n > self.capacity:  # wraps around (a slice write is cheaper otherwise)
+            index = (self.pos + torch.arange(n, device=self.device)) % self.capacity
         self.obs[..., index, :] = obs.to(self.device, torch.float32)
         self.actions[..., index, :] = actions.to(self.device, torch.float32)
         self.rewards[..., index, :] = rewards.to(self.device, torch.float32).unsqueeze(-1)

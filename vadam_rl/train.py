@@ -235,27 +235,33 @@ class Metrics:
     """Sums of per-update tensor metrics, read (one host sync) only at log time.
 
     Metrics are 0-d for one agent, (K,) for a population; ``labels`` name the K agents in
-    the non-finite message.
+    the non-finite message. They are stacked into one (metrics, ...) tensor per update, so
+    summing them and tracking the first non-finite step cost a few operations, not a few
+    per metric (this runs once per env step).
     """
 
     def __init__(self, labels: list[str] | None = None) -> None:
-        self.sums: dict[str, Tensor] = {}
+        self.names: list[str] = []
+        self.sums: Tensor | None = None
+        self.first_bad_step: Tensor | None = None  # -1 while finite
         self.count = 0
-        self.first_bad_step: dict[str, Tensor] = {}
         self.labels = labels
 
     def add(self, metrics: dict[str, Tensor], step: int) -> None:
-        for name, value in metrics.items():
-            if name not in self.sums:
-                self.sums[name] = torch.zeros_like(value)
-                self.first_bad_step[name] = torch.full_like(value, -1.0)
-            self.sums[name] += value
-            bad = ~torch.isfinite(value) & (self.first_bad_step[name] < 0)
-            self.first_bad_step[name] = torch.where(bad, float(step), self.first_bad_step[name])
+        values = torch.stack(list(metrics.values()))
+        if self.sums is None or self.first_bad_step is None:
+            self.names = list(metrics)
+            self.sums = torch.zeros_like(values)
+            self.first_bad_step = torch.full_like(values, -1.0)
+        self.sums += values
+        newly_bad = torch.isfinite(values).logical_not_().logical_and_(self.first_bad_step < 0)
+        self.first_bad_step.masked_fill_(newly_bad, float(step))
         self.count += 1
 
     def check_finite(self) -> None:
-        for name, first in self.first_bad_step.items():
+        if self.first_bad_step is None:
+            return
+        for name, first in zip(self.names, self.first_bad_step, strict=True):
             bad = (first >= 0).reshape(-1)
             if bool(bad.any()):
                 agent = int(bad.nonzero()[0])
@@ -268,14 +274,16 @@ class Metrics:
         return {name: float(total) / count for name, total in self._reset().items()}
 
     def pop_agent_means(self, num_agents: int) -> list[dict[str, float]]:
-        """A population's means, one dict per agent (one host sync per metric)."""
+        """A population's means, one dict per agent (one host sync)."""
         count = self.count
         sums = {name: total.tolist() for name, total in self._reset().items()}
         return [{name: v[k] / count for name, v in sums.items()} for k in range(num_agents)]
 
     def _reset(self) -> dict[str, Tensor]:
-        sums = self.sums
-        self.sums = {name: torch.zeros_like(total) for name, total in sums.items()}
+        if self.sums is None:
+            return {}
+        sums = dict(zip(self.names, self.sums.cpu(), strict=True))  # the one host sync
+        self.sums = torch.zeros_like(self.sums)
         self.count = 0
         return sums
 
