@@ -92,6 +92,17 @@ def test_posterior_exploration_needs_a_variational_actor():
         apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.name=adam"])
 
 
+def test_ivon_cannot_reuse_the_behaviour_draw_in_its_step():
+    config = load_preset("ddpg-vadam")
+    assert config.exploration.reuse_draw_in_update  # the reference code's one draw per step
+    with pytest.raises(ConfigError, match="reuse_draw_in_update"):
+        apply_overrides(config, ["actor.optimizer.name=ivon"])
+    apply_overrides(
+        load_preset("ddpg-vadam"),
+        ["actor.optimizer.name=ivon", "exploration.reuse_draw_in_update=false"],
+    )
+
+
 def test_vadam_is_another_name_for_posterior_exploration_and_num_samples_reaches_vadam():
     import torch
 

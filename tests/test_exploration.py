@@ -78,6 +78,55 @@ def test_posterior_redraws_every_step_or_once_per_episode():
         assert not torch.equal(per_episode.act(OBS).behaviour, first)
 
 
+def weights_seen_by_steps(actor, optimizer, steps: int) -> list[list[torch.Tensor]]:
+    """The actor weights each of ``steps`` optimizer steps evaluates its closure at."""
+    seen = []
+
+    def closure() -> torch.Tensor:
+        seen.append([p.detach().clone() for p in actor.parameters()])
+        optimizer.zero_grad()
+        loss = (actor(OBS) - 0.5).pow(2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        optimizer.step(closure)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["vadam", "vadagrad", "vprop", "adam-explore"])
+def test_a_reused_draw_is_the_next_steps_weights_bit_for_bit_and_only_once(name):
+    torch.manual_seed(0)
+    actor = Actor(5, 2, [16])
+    optimizer = build_optimizer(
+        actor.parameters(),
+        OptimizerConfig(name=name, lr=1e-3, train_set_size=50.0, init_precision=100.0),
+        generator=torch.Generator().manual_seed(1),
+    )
+    weights_seen_by_steps(actor, optimizer, 3)  # a posterior that has moved
+    config = ExplorationConfig(kind="posterior", resample_every=1, reuse_draw_in_update=True)
+    exploration = make_exploration(config, actor, optimizer, None)
+    with torch.no_grad():
+        exploration.act(OBS)
+    behaviour = [p.clone() for p in exploration.behaviour_actor.parameters()]
+    after_act = optimizer.generator.get_state()
+    (first,) = weights_seen_by_steps(actor, optimizer, 1)
+    assert all(torch.equal(w, b) for w, b in zip(first, behaviour, strict=True))
+    assert torch.equal(optimizer.generator.get_state(), after_act)  # no draw of its own
+    weights_seen_by_steps(actor, optimizer, 1)
+    assert not torch.equal(optimizer.generator.get_state(), after_act)  # the next one draws
+
+
+def test_without_reuse_the_step_draws_its_own_weights():
+    actor, optimizer = vadam_actor(100)
+    with torch.no_grad():
+        exploration = posterior(actor, optimizer)
+        exploration.act(OBS)
+    behaviour = list(exploration.behaviour_actor.parameters())
+    (seen,) = weights_seen_by_steps(actor, optimizer, 1)
+    assert not any(torch.equal(w, b) for w, b in zip(seen, behaviour, strict=True))
+
+
 def test_posterior_exploration_refuses_a_plain_optimizer():
     actor = Actor(5, 2, [8])
     with pytest.raises(TypeError, match="variational"):

@@ -84,6 +84,10 @@ class ExplorationConfig:
     """Mean-reversion rate (ornstein-uhlenbeck)."""
     resample_every: int = 1
     """posterior: draw new actor weights every k env steps; 0 draws once per episode."""
+    reuse_draw_in_update: bool = False
+    """posterior: the actor's gradient step right after a new draw is taken at that same draw
+    (as the Vadam reference code does: one draw per env step, half the sampling cost);
+    false: the gradient step draws its own weights."""
 
 
 @dataclass
@@ -306,6 +310,16 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(
             "exploration.kind=posterior needs a variational actor optimizer "
             "(vadam, vadagrad, vprop, ivon or adam-explore), not adam"
+        )
+    posterior = config.exploration.kind in ("posterior", "vadam")
+    if (
+        posterior
+        and config.exploration.reuse_draw_in_update
+        and config.actor.optimizer.name == "ivon"
+    ):
+        raise ConfigError(
+            "exploration.reuse_draw_in_update=true is not supported with actor.optimizer.name="
+            "ivon (IVON draws its step's weights itself); set it to false"
         )
 
 

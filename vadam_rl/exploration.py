@@ -117,11 +117,16 @@ class PosteriorSampling:
     The Vadam paper's exploration: the behaviour actor is a copy of the actor whose weights are
     one draw theta ~ N(mu, sigma^2), redrawn every ``resample_every`` env steps (1 = every
     step, as in the paper's code) or, with 0, at every episode end. The trained parameters
-    (mu) are never touched: the draw is written into a separate module.
+    (mu) are never touched: the draw is written into a separate module. With
+    ``reuse_draw_in_update`` the optimizer's next step takes its gradient at that same draw.
     """
 
     def __init__(
-        self, actor: nn.Module, optimizer: VariationalOptimizer, resample_every: int
+        self,
+        actor: nn.Module,
+        optimizer: VariationalOptimizer,
+        resample_every: int,
+        reuse_draw_in_update: bool = False,
     ) -> None:
         if not isinstance(optimizer, VariationalOptimizer):
             raise TypeError(
@@ -131,6 +136,7 @@ class PosteriorSampling:
         self.actor = actor
         self.optimizer = optimizer
         self.resample_every = resample_every
+        self.reuse_draw_in_update = reuse_draw_in_update
         self.behaviour_actor = copy.deepcopy(actor).requires_grad_(False)
         self.steps_since_draw = 0
         self.needs_draw = True
@@ -139,7 +145,9 @@ class PosteriorSampling:
         if self.needs_draw or (
             self.resample_every > 0 and self.steps_since_draw >= self.resample_every
         ):
-            self.optimizer.sample_into(self.behaviour_actor.parameters())
+            self.optimizer.sample_into(
+                self.behaviour_actor.parameters(), reuse_in_next_step=self.reuse_draw_in_update
+            )
             self.steps_since_draw = 0
             self.needs_draw = False
         self.steps_since_draw += 1
@@ -171,7 +179,12 @@ def make_exploration(
 ) -> Exploration:
     """The strategy named by ``config.kind``."""
     if config.kind in ("posterior", "vadam"):  # "vadam": the name the paper's users know
-        return PosteriorSampling(actor, actor_optimizer, config.resample_every)  # type: ignore[arg-type]
+        return PosteriorSampling(
+            actor,
+            actor_optimizer,  # type: ignore[arg-type]
+            config.resample_every,
+            config.reuse_draw_in_update,
+        )
     if config.kind == "gaussian":
         return GaussianActionNoise(actor, config.sigma, generator)
     if config.kind == "ornstein-uhlenbeck":

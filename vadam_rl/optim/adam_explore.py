@@ -120,7 +120,7 @@ class AdamExplore(DiagonalGaussianOptimizer):
         self._ensure_state()
         params = self._params()
         sigma = self.posterior_std()
-        noise = self._draw_noise(params)
+        noise = self._step_noise(params)
         mu = [p.detach().clone() for p in params]
         try:
             torch._foreach_addcmul_(params, sigma, noise)

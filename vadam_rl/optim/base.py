@@ -16,9 +16,11 @@ Contract (all implementations are tested against it):
   device as the parameter (a fresh tensor: callers may keep it).
 - ``sampled_params()``: context manager that writes one posterior draw into the parameters and
   restores ``mu`` bit for bit on exit, also when the body raises.
-- ``sample_into(params)``: writes one posterior draw into *other* tensors of the same shapes, in
-  ``param_groups`` order (for example ``behaviour_actor.parameters()``), without touching the
-  trained parameters.
+- ``sample_into(params, reuse_in_next_step=False)``: writes one posterior draw into *other*
+  tensors of the same shapes, in ``param_groups`` order (for example
+  ``behaviour_actor.parameters()``), without touching the trained parameters. With
+  ``reuse_in_next_step=True`` the next ``step`` evaluates its closure at that same draw
+  (optimizers that cannot, IVON, raise ``ValueError``).
 
 The parameters the optimizer was built with always hold ``mu`` outside of ``step`` and
 ``sampled_params``.
@@ -47,6 +49,7 @@ class VariationalOptimizer(Protocol):
         """Write one draw theta = mu + sigma * eps into the parameters; restore mu on exit."""
         ...
 
-    def sample_into(self, params: Iterable[Tensor]) -> None:
-        """Write one draw theta = mu + sigma * eps into ``params`` (same shapes, same order)."""
+    def sample_into(self, params: Iterable[Tensor], *, reuse_in_next_step: bool = False) -> None:
+        """Write one draw theta = mu + sigma * eps into ``params`` (same shapes, same order);
+        ``reuse_in_next_step``: the next ``step`` evaluates its closure at this draw."""
         ...

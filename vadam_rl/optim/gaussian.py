@@ -64,6 +64,9 @@ class DiagonalGaussianOptimizer(Optimizer):
     ) -> None:
         super().__init__(params, defaults)
         self.generator = generator
+        # Left by sample_into(..., reuse_in_next_step=True) for the next step; not optimizer
+        # state (it lives from one env step's action to the same env step's update).
+        self._noise_for_next_step: list[Tensor] | None = None
         check_generator_device(generator, self._params())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -71,6 +74,7 @@ class DiagonalGaussianOptimizer(Optimizer):
         # The generator is not optimizer state (it is the caller's, see ``step``): an
         # unpickled optimizer draws from the global RNG until one is assigned.
         self.__dict__.setdefault("generator", None)
+        self.__dict__.setdefault("_noise_for_next_step", None)
 
     # -- to be provided by subclasses ---------------------------------------------------------
 
@@ -111,11 +115,15 @@ class DiagonalGaussianOptimizer(Optimizer):
                 torch._foreach_copy_(params, mu)
 
     @torch.no_grad()
-    def sample_into(self, params: Iterable[Tensor]) -> None:
+    def sample_into(self, params: Iterable[Tensor], *, reuse_in_next_step: bool = False) -> None:
         """Write one draw theta = mu + sigma * eps into ``params``; the trained ones stay mu.
 
         ``params``: tensors shaped like this optimizer's parameters, in ``param_groups`` order
         (e.g. ``behaviour_actor.parameters()``); they may live on another device or dtype.
+        ``reuse_in_next_step``: the next ``step`` evaluates its closure at this eps instead of
+        drawing its own (its first draw, once). Until then mu and sigma are unchanged, so that
+        step's weights equal ``params`` bit for bit: the Vadam reference code's one draw per
+        env step for acting and for the actor's gradient, at half the sampling cost.
         """
         targets = list(params)
         means = self._params()
@@ -123,6 +131,7 @@ class DiagonalGaussianOptimizer(Optimizer):
         stds, scales = self._scaled_std()
         noise = self._draw_noise(means)
         torch._foreach_copy_(targets, torch._foreach_addcmul(means, stds, noise, scales))
+        self._noise_for_next_step = noise if reuse_in_next_step else None
 
     # -- shared machinery ---------------------------------------------------------------------
 
@@ -154,6 +163,12 @@ class DiagonalGaussianOptimizer(Optimizer):
         """eps ~ N(0, I), one ``torch.randn`` per parameter, in order, from ``generator``."""
         return [rng.randn(p.shape, self.generator, dtype=p.dtype, device=p.device) for p in params]
 
+    def _step_noise(self, params: list[Tensor]) -> list[Tensor]:
+        """The eps ``sample_into(..., reuse_in_next_step=True)`` left for this step, else a
+        fresh draw. A left eps is used once."""
+        noise, self._noise_for_next_step = self._noise_for_next_step, None
+        return noise if noise is not None else self._draw_noise(params)
+
     def _gradients_at_samples(
         self, closure: Closure | None, num_samples: int
     ) -> tuple[Any, list[GroupGradients]]:
@@ -171,7 +186,7 @@ class DiagonalGaussianOptimizer(Optimizer):
         grad_sq_sums: list[Tensor | None] = [None] * len(params)
         loss = None
         for draw in range(num_samples):
-            noise = self._draw_noise(params)
+            noise = self._step_noise(params) if draw == 0 else self._draw_noise(params)
             try:
                 torch._foreach_addcmul_(params, stds, noise, scales)
                 with torch.enable_grad():

@@ -168,8 +168,15 @@ def _ivon_class() -> type[torch.optim.Optimizer]:
             return sigmas
 
         @torch.no_grad()
-        def sample_into(self, params: Iterable[Tensor]) -> None:
+        def sample_into(
+            self, params: Iterable[Tensor], *, reuse_in_next_step: bool = False
+        ) -> None:
             """One draw, distributed as ivon's, into ``params``; the trained ones stay mu."""
+            if reuse_in_next_step:
+                raise ValueError(
+                    "IVON draws its step's weights inside ivon's sampled_params and cannot "
+                    "reuse a draw of sample_into"
+                )
             targets = list(params)
             means = self._params()
             check_same_shapes(targets, means)
