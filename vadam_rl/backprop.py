@@ -1,9 +1,10 @@
 """DDPG's forward and backward passes through its MLPs, written out by hand.
 
 Why: at batch 100 an update's matmuls are small, and on CPU autograd's bookkeeping (graph
-nodes, saved tensors, transposes, gradient accumulation) cost about a third of an eager
-update. The actor and critic are plain Linear/ReLU stacks, so their gradients are a few
-matmuls each: dW = dz^T x, db = sum(dz), dx = dz W, and ReLU passes dx where its output is > 0.
+nodes, saved tensors, transposes, gradient accumulation) is a visible part of an eager update
+(``python bench/compile_update.py`` times both). The actor and critic are plain Linear/ReLU
+stacks, so their gradients are a few matmuls each: dW = dz^T x, db = sum(dz), dx = dz W, and
+ReLU passes dx where its output is > 0.
 Only what DDPG needs is computed: no input gradient of the critic step, no critic weight
 gradient in the actor step (just dQ/da).
 
@@ -48,24 +49,26 @@ class Activations:
 
 
 def layers_of(module: nn.Module) -> MLPLayers | None:
-    """The layer view of vadam-rl's ``Actor`` or ``Critic`` (single or stacked), else None."""
+    """The layer view of vadam-rl's ``Actor`` or ``Critic`` (single or stacked), else None
+    (also when its layers are not exactly Linear, ReLU, ..., Linear [, Tanh for the actor])."""
     if isinstance(module, Actor):
-        parts = [module.mu]
-        layers = MLPLayers(_linears(module.mu), tanh_output=True)
+        children = list(module.mu.children())
+        if not children or not isinstance(children[-1], nn.Tanh):
+            return None
+        children, layers = children[:-1], MLPLayers(_linears(children), tanh_output=True)
     elif isinstance(module, Critic) and module.action_layer == 0:
-        parts = [module.qf0]
-        layers = MLPLayers(_linears(module.qf0), action_layer=0)
+        children = list(module.qf0.children())
+        layers = MLPLayers(_linears(children), action_layer=0)
     elif isinstance(module, Critic):
-        parts = [module.state_net, module.joint_net]
-        linears = _linears(module.state_net) + _linears(module.joint_net)
-        layers = MLPLayers(linears, action_layer=module.action_layer)
+        children = [*module.state_net.children(), *module.joint_net.children()]
+        layers = MLPLayers(_linears(children), action_layer=module.action_layer)
     else:
         return None
-    return layers if all(_is_relu_mlp(part) for part in parts) else None
+    return layers if _is_relu_mlp(children) else None
 
 
-def _linears(sequential: nn.Module) -> tuple[nn.Module, ...]:
-    return tuple(layer for layer in sequential.children() if _is_linear(layer))
+def _linears(children: list[nn.Module]) -> tuple[nn.Module, ...]:
+    return tuple(layer for layer in children if _is_linear(layer))
 
 
 def _is_linear(layer: nn.Module) -> bool:
@@ -74,12 +77,9 @@ def _is_linear(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Linear | StackedLinear) and layer.bias is not None
 
 
-def _is_relu_mlp(sequential: nn.Module) -> bool:
-    """Linear, ReLU, Linear, ..., Linear (ReLU optionally last), then optionally Tanh."""
-    children = list(sequential.children())
-    if children and isinstance(children[-1], nn.Tanh):
-        children = children[:-1]
-    return all(
+def _is_relu_mlp(children: list[nn.Module]) -> bool:
+    """Linear, ReLU, Linear, ReLU, ..., Linear: what ``forward`` computes."""
+    return len(children) % 2 == 1 and all(
         isinstance(layer, nn.ReLU) if i % 2 else _is_linear(layer)
         for i, layer in enumerate(children)
     )
@@ -139,8 +139,8 @@ def _through_relu(dx: Tensor, relu_output: Tensor) -> Tensor:
 
     dx may carry appended action columns (the critic's action layer); they are dropped.
     """
-    # The output is >= 0, so its sign is the 0/1 mask: 4-8x faster on CPU than
-    # torch.where(output > 0, dx, 0) or a bool mask, which need a dtype conversion.
+    # The output is >= 0, so its sign is the 0/1 mask: one float multiply, where a bool
+    # mask or torch.where(output > 0, dx, 0) costs a dtype conversion more on CPU.
     return dx[..., : relu_output.shape[-1]] * relu_output.sign()
 
 
