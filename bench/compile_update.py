@@ -1,10 +1,12 @@
-"""Three ways to compute our DDPG update's gradients, timed on the same batches.
+"""Four ways to compute our DDPG update's gradients, timed on the same batches.
 
 - **autograd**: eager losses and ``backward()`` (as ``DDPG._autograd_step``);
 - **compiled**: the same loss computations compiled with ``torch.compile`` (inductor); the
   backward passes run the compiled backward graphs;
 - **hand-written**: ``DDPG.update`` as the training loop runs it, with the gradients of
-  ``vadam_rl.backprop`` (no autograd graph).
+  ``vadam_rl.backprop`` (no autograd graph);
+- **hand-written+compile**: the same with ``compile=True`` (its three gradient functions
+  through ``torch.compile``).
 
 The optimizers are the same eager ones everywhere (fused Adam, or Vadam with its closure).
 The variants take turns in rounds (the machine's speed drifts); prints the median ms per
@@ -36,7 +38,7 @@ from vadam_rl.networks import polyak_update
 
 
 def make_update(agent: DDPG, variant: str):
-    if variant == "hand-written":
+    if variant.startswith("hand-written"):
         return agent.update
     compiled = variant == "compiled"
 
@@ -87,11 +89,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     config = ours_config(args.preset, Settings(device=args.device))
-    variants = ("autograd", "compiled", "hand-written")
+    variants = ("autograd", "compiled", "hand-written", "hand-written+compile")
     updates = {}
     for name in variants:
         generator = torch.Generator(device=device).manual_seed(0)
         torch.manual_seed(0)
+        config.compile = name == "hand-written+compile"
         agent = DDPG(17, 6, config, device, generator=generator)
         updates[name] = (agent, make_update(agent, name))
     buffer = ReplayBuffer(50_000, 17, 6, device, generator=torch.Generator(device=device))
@@ -103,7 +106,7 @@ def main() -> None:
         for batch in batches[:20]:  # warm-up (and compilation)
             update(batch)
         sync(device)
-        print(f"{name:12s}: first 20 updates (incl. compile) {time.perf_counter() - started:.1f} s")
+        print(f"{name:20s}: first 20 updates (incl. compile) {time.perf_counter() - started:.1f} s")
     times: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):
         chunk = batches[20 + r * per_round : 20 + (r + 1) * per_round]
@@ -119,7 +122,7 @@ def main() -> None:
         gap = max(float((actor[k] - reference[k]).abs().max()) for k in actor)
         rounds = " ".join(f"{t:.2f}" for t in times[name])
         print(
-            f"{name:12s}: {statistics.median(times[name]):6.2f} ms/update (median; rounds "
+            f"{name:20s}: {statistics.median(times[name]):6.2f} ms/update (median; rounds "
             f"{rounds}); max |actor - autograd actor| after {20 + per_round * args.rounds} "
             f"updates: {gap:.2e}"
         )

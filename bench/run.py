@@ -32,6 +32,7 @@ measurement cannot warm up or slow down the next):
     python bench/run.py --short --population 5    # + K=5 populations vs 5 processes (~15 min)
     python bench/run.py                       # longer, more precise
     python bench/run.py --device cuda --out bench/results/gpu
+    python bench/run.py --device cuda --compile --population 10   # compiled, 10 seeds at once
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class Settings:
     device: str = "cpu"
     threads: int | None = None
     """torch.set_num_threads in every part (None: torch's default)."""
+    compile: bool = False
+    """Ours with ``compile=True`` (torch.compile of the update's gradient functions)."""
     learning_starts: int = 1000
     warmup: int = 1000
     """Training steps after learning_starts that are not timed (lazy state, caches)."""
@@ -188,6 +191,7 @@ def ours_config(preset: str, settings: Settings):
             "checkpoint_every=1000000000",
             f"log_every={settings.log_every}",
             f"device={settings.device}",
+            f"compile={str(settings.compile).lower()}",
         ],
     )
 
@@ -566,7 +570,8 @@ def markdown(result: dict) -> str:
     lines = [
         f"HalfCheetah-v5, batch {BATCH_SIZE}, [400, 300], 1 update per step, "
         f"{result['settings']['steps']} timed steps ({result['mode']} mode). "
-        f"Device {m['device']} ({device}), torch {m['torch']}, {m['torch_threads']} threads.",
+        f"Device {m['device']} ({device}), torch {m['torch']}, {m['torch_threads']} threads"
+        f"{', ours with compile=true' if result['settings']['compile'] else ''}.",
         "",
         "| | steps/s | per-interval range | ms/step | update alone (ms) | env alone (ms) "
         "| rest (ms) | vs SB3 | vs bound | peak RSS (MiB) | CUDA peak (MiB) |",
@@ -647,6 +652,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument(
+        "--compile", action="store_true", help="ours with compile=true (torch.compile)"
+    )
+    parser.add_argument(
         "--population",
         type=int,
         default=0,
@@ -662,7 +670,10 @@ def parse_args() -> argparse.Namespace:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     settings = Settings(
-        device=args.device, threads=args.threads, learning_starts=args.learning_starts
+        device=args.device,
+        threads=args.threads,
+        learning_starts=args.learning_starts,
+        compile=args.compile,
     )
     if args.short:
         settings = dataclasses.replace(settings, **SHORT)

@@ -11,6 +11,8 @@ gradient in the actor step (just dQ/da).
 Works for single networks (weights (out, in), inputs (batch, in)) and for stacked
 populations (weights (K, out, in), inputs (K, batch, in)). ``DDPG.update`` uses it for the
 networks ``layers_of`` recognises and autograd otherwise; tests check both agree (float64).
+The functions only read weights and return new tensors (``set_gradients`` is the one side
+effect), so ``torch.compile`` can take them whole (``TrainConfig.compile``).
 """
 
 from __future__ import annotations
@@ -110,15 +112,22 @@ def forward(layers: MLPLayers, x: Tensor, action: Tensor | None = None) -> Activ
     return Activations(inputs, hidden, x)
 
 
-def backward_weights(layers: MLPLayers, acts: Activations, grad_out: Tensor) -> None:
-    """Set every weight's and bias's ``.grad`` from dL/d(last Linear's output), (batch, out)."""
+def weight_gradients(layers: MLPLayers, acts: Activations, grad_out: Tensor) -> list[Tensor]:
+    """[dW_0, db_0, dW_1, db_1, ...] from dL/d(last Linear's output), (batch, out)."""
+    grads: list[Tensor] = []
     dz = grad_out
     for i in range(len(layers.linears) - 1, -1, -1):
         layer = layers.linears[i]
-        layer.weight.grad = dz.mT @ acts.inputs[i]
-        layer.bias.grad = dz.sum(dim=-2)
+        grads[:0] = [dz.mT @ acts.inputs[i], dz.sum(dim=-2)]
         if i > 0:
             dz = _through_relu(dz @ layer.weight, acts.hidden[i - 1])
+    return grads
+
+
+def set_gradients(layers: MLPLayers, grads: list[Tensor]) -> None:
+    """Store ``weight_gradients``' result in the layers' ``.grad``, for their optimizer."""
+    for i, layer in enumerate(layers.linears):
+        layer.weight.grad, layer.bias.grad = grads[2 * i], grads[2 * i + 1]
 
 
 def action_gradient(

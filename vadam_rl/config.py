@@ -121,6 +121,9 @@ class TrainConfig:
     log_every: int = 1_000
     """Write training scalars to TensorBoard every this many env steps."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    """torch.compile the update's gradient computations (the optimizer steps stay eager):
+    seconds of compilation at start; what it gains per update is in the README's Performance."""
     actor: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(optimizer=OptimizerConfig(lr=1e-3))
     )

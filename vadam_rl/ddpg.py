@@ -74,6 +74,13 @@ class DDPG:
             )
         }
         self.manual_backprop = all(layers is not None for layers in self.layers.values())
+        self._gradient_fns = {
+            "td_target": self._manual_td_target,
+            "critic": self._manual_critic_gradients,
+            "actor": self._manual_actor_gradients,
+        }
+        if config.compile:
+            self._gradient_fns = {k: torch.compile(f) for k, f in self._gradient_fns.items()}
         self._online_params = [*critic.parameters(), *actor.parameters()]
         self._target_params = [*self.critic_target.parameters(), *self.actor_target.parameters()]
 
@@ -131,40 +138,58 @@ class DDPG:
     def _manual_step(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """The same steps with ``backprop``'s hand-written gradients (same losses, same
         closures for the optimizers, no autograd graph)."""
-        layers = self.layers
-        next_action = backprop.forward(layers["actor_target"], batch.next_obs).output
-        next_q = backprop.forward(layers["critic_target"], batch.next_obs, next_action).output
-        target_q = self._td_target(next_q, batch)
+        target_q = self._gradient_fns["td_target"](batch)
 
         def critic_closure() -> Tensor:
             self.critic_optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                acts = backprop.forward(layers["critic"], batch.obs, batch.actions)
-                error = acts.output - target_q
-                # d/dq of the minibatch mean of error^2 (each agent's own mean in a population).
-                backprop.backward_weights(layers["critic"], acts, error * (2.0 / error.shape[-2]))
-            return self.batch_mean(error.square())
+            grads, loss = self._gradient_fns["critic"](batch.obs, batch.actions, target_q)
+            backprop.set_gradients(self.layers["critic"], grads)  # type: ignore[arg-type]
+            return loss
 
         critic_loss = self.critic_optimizer.step(critic_closure)
 
         def actor_closure() -> Tensor:
             self.actor_optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                actor_acts = backprop.forward(layers["actor"], batch.obs)
-                action = actor_acts.output
-                critic_acts = backprop.forward(layers["critic"], batch.obs, action)
-                q = critic_acts.output
-                dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
-                d_action = backprop.action_gradient(
-                    layers["critic"], critic_acts, dq, action.shape[-1]
-                )
-                backprop.backward_weights(
-                    layers["actor"], actor_acts, backprop.tanh_backward(d_action, action)
-                )
-            return -self.batch_mean(q)
+            grads, loss = self._gradient_fns["actor"](batch.obs)
+            backprop.set_gradients(self.layers["actor"], grads)  # type: ignore[arg-type]
+            return loss
 
         actor_loss = self.actor_optimizer.step(actor_closure)
         return target_q, critic_loss, actor_loss  # type: ignore[return-value]
+
+    # The three pure functions of the hand-written update (``TrainConfig.compile`` compiles
+    # them); weights are read from the layers when called, so Vadam's perturbation applies.
+
+    def _manual_td_target(self, batch: Batch) -> Tensor:
+        layers = self.layers
+        next_action = backprop.forward(layers["actor_target"], batch.next_obs).output  # type: ignore[arg-type]
+        next_q = backprop.forward(layers["critic_target"], batch.next_obs, next_action).output  # type: ignore[arg-type]
+        return self._td_target(next_q, batch)
+
+    def _manual_critic_gradients(
+        self, obs: Tensor, actions: Tensor, target_q: Tensor
+    ) -> tuple[list[Tensor], Tensor]:
+        """Gradients of the minibatch-mean squared TD error, and that loss."""
+        critic = self.layers["critic"]
+        acts = backprop.forward(critic, obs, actions)  # type: ignore[arg-type]
+        error = acts.output - target_q
+        # d/dq of the minibatch mean of error^2 (each agent's own mean in a population).
+        grads = backprop.weight_gradients(critic, acts, error * (2.0 / error.shape[-2]))  # type: ignore[arg-type]
+        return grads, self.batch_mean(error.square())
+
+    def _manual_actor_gradients(self, obs: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Gradients of -mean Q(s, pi(s)) w.r.t. the actor, and that loss."""
+        actor, critic = self.layers["actor"], self.layers["critic"]
+        actor_acts = backprop.forward(actor, obs)  # type: ignore[arg-type]
+        action = actor_acts.output
+        critic_acts = backprop.forward(critic, obs, action)  # type: ignore[arg-type]
+        q = critic_acts.output
+        dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
+        d_action = backprop.action_gradient(critic, critic_acts, dq, action.shape[-1])  # type: ignore[arg-type]
+        grads = backprop.weight_gradients(
+            actor, actor_acts, backprop.tanh_backward(d_action, action)
+        )  # type: ignore[arg-type]
+        return grads, -self.batch_mean(q)
 
     @staticmethod
     def batch_mean(values: Tensor) -> Tensor:
