@@ -279,6 +279,31 @@ def test_figures_are_pngs_that_load_as_images(tmp_path: Path):
         assert image[..., :3].std() > 0.01  # something is drawn on the white canvas
 
 
+def test_a_report_killed_while_drawing_leaves_the_previous_figures_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from matplotlib.figure import Figure
+
+    make_grid(tmp_path)
+    result = write_report(tmp_path, tmp_path / "out")
+    before = {name: Path(result.files[name]).read_bytes() for name in ("learning_curves",)}
+
+    def killed_midway(self, fname, *args, **kwargs):
+        half = b"\x89PNG\r\n half a figure"
+        if hasattr(fname, "write"):
+            fname.write(half)
+        else:
+            Path(fname).write_bytes(half)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path, tmp_path / "out")
+    for name, data in before.items():
+        assert Path(result.files[name]).read_bytes() == data
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
 def test_report_lists_skipped_runs_and_uses_the_others(tmp_path: Path):
     make_grid(tmp_path)
     make_run(tmp_path, "ddpg-vadam", 9, [1.0], finished=False)

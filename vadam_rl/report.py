@@ -624,7 +624,14 @@ def plot_learning_curves(methods: list[MethodResult], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
     fig.suptitle("Mean over seeds with 95% bootstrap confidence band")
-    fig.savefig(path, dpi=120)
+    _save_png(fig, path)
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    """Render to memory, then write atomically: a killed report leaves no half a PNG."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    layout.atomic_write_bytes(path, png.getvalue())
 
 
 def plot_final_returns(methods: list[MethodResult], path: Path, final_evals: int = 1) -> None:
@@ -657,7 +664,7 @@ def plot_final_returns(methods: list[MethodResult], path: Path, final_evals: int
         ax.set_title(env_id)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Dots: seeds.  Diamond and bar: IQM with 95% bootstrap CI")
-    fig.savefig(path, dpi=120)
+    _save_png(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
