@@ -131,6 +131,17 @@ def test_population_refuses_runs_that_differ_in_more_than_the_seed(tmp_path: Pat
         train_population(ivon, [tmp_path / "a", tmp_path / "b"], progress_bar=False)
 
 
+def test_population_buffer_state_is_per_agent_only():
+    from vadam_rl.population.agent import PopulationBuffer
+    from vadam_rl.rng import AgentGenerators
+
+    generators = AgentGenerators([torch.Generator().manual_seed(k) for k in range(2)])
+    buffer = PopulationBuffer(8, 3, 1, torch.device("cpu"), generators)
+    with pytest.raises(TypeError, match="per agent"):
+        buffer.state_dict()
+    assert buffer.agent_state_dict(1)["size"] == 0
+
+
 def test_stacked_linear_is_k_linear_layers_in_float64():
     torch.manual_seed(0)
     layers = [nn.Linear(5, 3).double() for _ in range(4)]

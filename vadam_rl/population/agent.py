@@ -62,6 +62,13 @@ class PopulationDDPG(DDPG):
         return select_agent(self.state_dict(), agent)
 
 
+# The single-run state_dict would slice or load along the agent dimension.
+_PER_AGENT_STATE = (
+    "{} is saved and loaded per agent (agent_state_dict / load_agent_state_dict), each in "
+    "the single-run format"
+)
+
+
 class PopulationBuffer(ReplayBuffer):
     """K replay buffers of one capacity in (K, capacity, dim) tensors, filled in lockstep
     (``add`` takes (K, n, ...) tensors); agent k's minibatch indices come from generator k, as
@@ -95,6 +102,12 @@ class PopulationBuffer(ReplayBuffer):
             self.next_obs[rows],
             self.terminated[rows],
         )
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        raise TypeError(_PER_AGENT_STATE.format(type(self).__name__))
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        raise TypeError(_PER_AGENT_STATE.format(type(self).__name__))
 
     def agent_state_dict(self, agent: int) -> dict[str, Tensor | int]:
         """Agent ``agent``'s buffer in the single-run format (``ReplayBuffer.state_dict``)."""
