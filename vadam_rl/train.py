@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
@@ -86,7 +87,7 @@ class Run:
     agent: DDPG
     buffer: ReplayBuffer
     collector: RolloutCollector
-    eval_env: object
+    eval_env: gym.Env
     progress: Progress
 
 
@@ -358,6 +359,7 @@ def train(
     finally:
         logger.close()
         run.collector.envs.close()
+        run.eval_env.close()
 
 
 class Collector(Protocol):

@@ -294,6 +294,8 @@ def train_population(
         for logger in loggers:
             logger.close()
         population.collector.envs.close()
+        for view in population.views:
+            view.eval_env.close()
 
 
 class PopulationLearner:
