@@ -157,6 +157,28 @@ def test_unknown_networks_fall_back_to_autograd():
     assert backprop.layers_of(actor) is None
     assert backprop.layers_of(torch.nn.Linear(3, 3)) is None
     assert backprop.layers_of(Critic(OBS, ACT, [8, 8], action_layer=1)) is not None
+    # What the hand-written pass would bypass: a parametrised weight, a hook, a subclass.
+    normed = Actor(OBS, ACT, [8])
+    torch.nn.utils.parametrizations.weight_norm(normed.mu[0])
+    assert backprop.layers_of(normed) is None
+    hooked = Actor(OBS, ACT, [8])
+    hooked.mu[2].register_forward_hook(lambda module, inputs, output: output * 2)
+    assert backprop.layers_of(hooked) is None
+
+    class Doubled(Actor):
+        def forward(self, obs):
+            return 2 * super().forward(obs)
+
+    assert backprop.layers_of(Doubled(OBS, ACT, [8])) is None
+
+
+def test_the_hand_written_update_records_no_autograd_graph():
+    """Optimizers run closures under enable_grad; the hand-written gradients must not be
+    recorded (a graph per update would cost time and keep activations alive)."""
+    agent = double_agent(make_config("vadam", action_layer=1))
+    agent.update(make_batch())
+    for p in [*agent.actor.parameters(), *agent.critic.parameters()]:
+        assert p.grad is not None and p.grad.grad_fn is None and not p.grad.requires_grad
 
 
 def test_compiled_and_eager_updates_give_the_same_parameters():

@@ -103,6 +103,15 @@ def test_ivon_cannot_reuse_the_behaviour_draw_in_its_step():
     )
 
 
+def test_a_reused_draw_must_not_wait_across_steps_without_an_update():
+    # resample_every=0 draws at episode starts; with train_freq=2 such a draw could wait for
+    # the next update across a checkpoint that does not hold it.
+    with pytest.raises(ConfigError, match="resample_every=1"):
+        apply_overrides(load_preset("ddpg-vadam"), ["exploration.resample_every=0", "train_freq=2"])
+    apply_overrides(load_preset("ddpg-vadam"), ["exploration.resample_every=0"])
+    apply_overrides(load_preset("ddpg-vadam"), ["train_freq=2"])
+
+
 def test_vadam_is_another_name_for_posterior_exploration_and_num_samples_reaches_vadam():
     import torch
 

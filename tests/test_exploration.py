@@ -117,6 +117,17 @@ def test_a_reused_draw_is_the_next_steps_weights_bit_for_bit_and_only_once(name)
     assert not torch.equal(optimizer.generator.get_state(), after_act)  # the next one draws
 
 
+def test_loading_optimizer_state_drops_a_left_draw():
+    actor, optimizer = vadam_actor(100)
+    config = ExplorationConfig(kind="posterior", resample_every=1, reuse_draw_in_update=True)
+    with torch.no_grad():
+        make_exploration(config, actor, optimizer, None).act(OBS)
+    optimizer.load_state_dict(optimizer.state_dict())  # e.g. a resume: another mu, sigma
+    after_load = optimizer.generator.get_state()
+    weights_seen_by_steps(actor, optimizer, 1)
+    assert not torch.equal(optimizer.generator.get_state(), after_load)  # drew its own
+
+
 def test_without_reuse_the_step_draws_its_own_weights():
     actor, optimizer = vadam_actor(100)
     with torch.no_grad():

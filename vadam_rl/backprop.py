@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from vadam_rl.networks import Actor, Critic
 
@@ -53,15 +54,16 @@ class Activations:
 def layers_of(module: nn.Module) -> MLPLayers | None:
     """The layer view of vadam-rl's ``Actor`` or ``Critic`` (single or stacked), else None
     (also when its layers are not exactly Linear, ReLU, ..., Linear [, Tanh for the actor])."""
-    if isinstance(module, Actor):
+    # Exact types: a subclass may compute something else in its forward.
+    if type(module) is Actor:
         children = list(module.mu.children())
         if not children or not isinstance(children[-1], nn.Tanh):
             return None
         children, layers = children[:-1], MLPLayers(_linears(children), tanh_output=True)
-    elif isinstance(module, Critic) and module.action_layer == 0:
+    elif type(module) is Critic and module.action_layer == 0:
         children = list(module.qf0.children())
         layers = MLPLayers(_linears(children), action_layer=0)
-    elif isinstance(module, Critic):
+    elif type(module) is Critic:
         children = [*module.state_net.children(), *module.joint_net.children()]
         layers = MLPLayers(_linears(children), action_layer=module.action_layer)
     else:
@@ -76,7 +78,14 @@ def _linears(children: list[nn.Module]) -> tuple[nn.Module, ...]:
 def _is_linear(layer: nn.Module) -> bool:
     from vadam_rl.population.stacking import StackedLinear  # the population imports DDPG
 
-    return isinstance(layer, nn.Linear | StackedLinear) and layer.bias is not None
+    # Exactly these types, computing x W^T + b from their own weight and bias: no
+    # parametrisation (weight_norm) and no hooks, which the hand-written pass would bypass.
+    return (
+        type(layer) in (nn.Linear, StackedLinear)
+        and layer.bias is not None
+        and not parametrize.is_parametrized(layer)
+        and not (layer._forward_hooks or layer._forward_pre_hooks)
+    )
 
 
 def _is_relu_mlp(children: list[nn.Module]) -> bool:

@@ -315,11 +315,17 @@ def validate(config: TrainConfig) -> None:
             "(vadam, vadagrad, vprop, ivon or adam-explore), not adam"
         )
     posterior = config.exploration.kind in ("posterior", "vadam")
-    if (
-        posterior
-        and config.exploration.reuse_draw_in_update
-        and config.actor.optimizer.name == "ivon"
-    ):
+    exploration = config.exploration
+    reuses = posterior and exploration.reuse_draw_in_update
+    if reuses and exploration.resample_every != 1 and config.train_freq > 1:
+        # A draw at a step without an update would wait for a later one, and a checkpoint
+        # in between (which does not hold the draw) would make the resumed run differ.
+        raise ConfigError(
+            "exploration.reuse_draw_in_update=true needs exploration.resample_every=1 "
+            f"when train_freq > 1 (got resample_every={exploration.resample_every}, "
+            f"train_freq={config.train_freq})"
+        )
+    if reuses and config.actor.optimizer.name == "ivon":
         raise ConfigError(
             "exploration.reuse_draw_in_update=true is not supported with actor.optimizer.name="
             "ivon (IVON draws its step's weights itself); set it to false"

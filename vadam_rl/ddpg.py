@@ -140,9 +140,12 @@ class DDPG:
         closures for the optimizers, no autograd graph)."""
         target_q = self._gradient_fns["td_target"](batch)
 
+        # Optimizers call closures under enable_grad (autograd closures need it); these need
+        # no graph, so they switch it off again.
         def critic_closure() -> Tensor:
             self.critic_optimizer.zero_grad(set_to_none=True)
-            grads, loss = self._gradient_fns["critic"](batch.obs, batch.actions, target_q)
+            with torch.no_grad():
+                grads, loss = self._gradient_fns["critic"](batch.obs, batch.actions, target_q)
             backprop.set_gradients(self.layers["critic"], grads)  # type: ignore[arg-type]
             return loss
 
@@ -150,7 +153,8 @@ class DDPG:
 
         def actor_closure() -> Tensor:
             self.actor_optimizer.zero_grad(set_to_none=True)
-            grads, loss = self._gradient_fns["actor"](batch.obs)
+            with torch.no_grad():
+                grads, loss = self._gradient_fns["actor"](batch.obs)
             backprop.set_gradients(self.layers["actor"], grads)  # type: ignore[arg-type]
             return loss
 

@@ -76,6 +76,10 @@ class DiagonalGaussianOptimizer(Optimizer):
         self.__dict__.setdefault("generator", None)
         self.__dict__.setdefault("_noise_for_next_step", None)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._noise_for_next_step = None  # drawn for the state being replaced
+
     # -- to be provided by subclasses ---------------------------------------------------------
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
