@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from functools import cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -30,6 +31,7 @@ from run import SHORT, Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@cache
 def settings_fields(tree: Path) -> list[str]:
     """The ``Settings`` fields that tree's bench knows (older ones know fewer)."""
     code = (

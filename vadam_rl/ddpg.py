@@ -64,16 +64,15 @@ class DDPG:
             self.critic.parameters(), config.critic.optimizer, generator=generator
         )
         # Hand-written gradients (``backprop``) for the MLPs it knows, autograd otherwise.
-        self.layers = {
-            name: backprop.layers_of(module)
-            for name, module in (
-                ("actor", actor),
-                ("critic", critic),
-                ("actor_target", self.actor_target),
-                ("critic_target", self.critic_target),
-            )
+        nets = {
+            "actor": actor,
+            "critic": critic,
+            "actor_target": self.actor_target,
+            "critic_target": self.critic_target,
         }
-        self.manual_backprop = all(layers is not None for layers in self.layers.values())
+        known = {name: backprop.layers_of(module) for name, module in nets.items()}
+        self.layers = {name: layers for name, layers in known.items() if layers is not None}
+        self.manual_backprop = len(self.layers) == len(nets)
         self._gradient_fns = {
             "td_target": self._manual_td_target,
             "critic": self._manual_critic_gradients,
@@ -146,7 +145,7 @@ class DDPG:
             self.critic_optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 grads, loss = self._gradient_fns["critic"](batch.obs, batch.actions, target_q)
-            backprop.set_gradients(self.layers["critic"], grads)  # type: ignore[arg-type]
+            backprop.set_gradients(self.layers["critic"], grads)
             return loss
 
         critic_loss = self.critic_optimizer.step(critic_closure)
@@ -155,7 +154,7 @@ class DDPG:
             self.actor_optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 grads, loss = self._gradient_fns["actor"](batch.obs)
-            backprop.set_gradients(self.layers["actor"], grads)  # type: ignore[arg-type]
+            backprop.set_gradients(self.layers["actor"], grads)
             return loss
 
         actor_loss = self.actor_optimizer.step(actor_closure)
@@ -166,8 +165,8 @@ class DDPG:
 
     def _manual_td_target(self, batch: Batch) -> Tensor:
         layers = self.layers
-        next_action = backprop.forward(layers["actor_target"], batch.next_obs).output  # type: ignore[arg-type]
-        next_q = backprop.forward(layers["critic_target"], batch.next_obs, next_action).output  # type: ignore[arg-type]
+        next_action = backprop.forward(layers["actor_target"], batch.next_obs).output
+        next_q = backprop.forward(layers["critic_target"], batch.next_obs, next_action).output
         return self._td_target(next_q, batch)
 
     def _manual_critic_gradients(
@@ -175,24 +174,24 @@ class DDPG:
     ) -> tuple[list[Tensor], Tensor]:
         """Gradients of the minibatch-mean squared TD error, and that loss."""
         critic = self.layers["critic"]
-        acts = backprop.forward(critic, obs, actions)  # type: ignore[arg-type]
+        acts = backprop.forward(critic, obs, actions)
         error = acts.output - target_q
         # d/dq of the minibatch mean of error^2 (each agent's own mean in a population).
-        grads = backprop.weight_gradients(critic, acts, error * (2.0 / error.shape[-2]))  # type: ignore[arg-type]
+        grads = backprop.weight_gradients(critic, acts, error * (2.0 / error.shape[-2]))
         return grads, self.batch_mean(error.square())
 
     def _manual_actor_gradients(self, obs: Tensor) -> tuple[list[Tensor], Tensor]:
         """Gradients of -mean Q(s, pi(s)) w.r.t. the actor, and that loss."""
         actor, critic = self.layers["actor"], self.layers["critic"]
-        actor_acts = backprop.forward(actor, obs)  # type: ignore[arg-type]
+        actor_acts = backprop.forward(actor, obs)
         action = actor_acts.output
-        critic_acts = backprop.forward(critic, obs, action)  # type: ignore[arg-type]
+        critic_acts = backprop.forward(critic, obs, action)
         q = critic_acts.output
         dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
-        d_action = backprop.action_gradient(critic, critic_acts, dq, action.shape[-1])  # type: ignore[arg-type]
+        d_action = backprop.action_gradient(critic, critic_acts, dq, action.shape[-1])
         grads = backprop.weight_gradients(
             actor, actor_acts, backprop.tanh_backward(d_action, action)
-        )  # type: ignore[arg-type]
+        )
         return grads, -self.batch_mean(q)
 
     @staticmethod
