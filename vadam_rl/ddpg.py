@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vadam_rl import backprop
+from vadam_rl import backprop, cuda_graph
 from vadam_rl.buffer import Batch
 from vadam_rl.config import TrainConfig
 from vadam_rl.networks import Actor, Critic, polyak_update
@@ -82,6 +82,18 @@ class DDPG:
             self._gradient_fns = {k: torch.compile(f) for k, f in self._gradient_fns.items()}
         self._online_params = [*critic.parameters(), *actor.parameters()]
         self._target_params = [*self.critic_target.parameters(), *self.actor_target.parameters()]
+        self.graphed = self._graphed_update(config)
+
+    def _graphed_update(self, config: TrainConfig) -> cuda_graph.GraphedUpdate | None:
+        """The CUDA-graph replay of ``_eager_update`` where ``config.cuda_graph`` can have it;
+        ``eager_reason`` says why not otherwise."""
+        optimizers = [self.actor_optimizer, self.critic_optimizer]
+        device = next(self.actor.parameters()).device
+        self.eager_reason = cuda_graph.why_eager(config, device, optimizers, self.manual_backprop)
+        if self.eager_reason is not None:
+            return None
+        cuda_graph.make_capturable(optimizers)
+        return cuda_graph.GraphedUpdate(self._eager_update)
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
@@ -90,6 +102,11 @@ class DDPG:
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         """One DDPG step: critic TD regression, actor ascent on Q, Polyak-averaged targets."""
+        if self.graphed is not None:
+            return self.graphed(batch)
+        return self._eager_update(batch)
+
+    def _eager_update(self, batch: Batch) -> dict[str, Tensor]:
         step = self._manual_step if self.manual_backprop else self._autograd_step
         target_q, critic_loss, actor_loss = step(batch)
         polyak_update(self._target_params, self._online_params, self.tau)
@@ -216,6 +233,9 @@ class DDPG:
         self.critic_target.load_state_dict(state["critic_target"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if self.graphed is not None:  # the graph holds the replaced tensors' addresses
+            cuda_graph.make_capturable([self.actor_optimizer, self.critic_optimizer])
+            self.graphed.reset()
 
     def policy_state(self) -> dict:
         """The mean policy's weights, in the run directory's policy-file format."""

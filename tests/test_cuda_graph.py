@@ -1,0 +1,123 @@
+"""``cuda_graph=true``: the captured and replayed update equals the eager one, bit for bit.
+
+The equality tests need a CUDA device (CI has none: they run in GPU sessions, see
+bench/gpu_session.sh); the config checks run everywhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vadam_rl.buffer import Batch
+from vadam_rl.config import apply_overrides, list_presets, load_preset
+from vadam_rl.cuda_graph import why_eager
+from vadam_rl.ddpg import DDPG
+from vadam_rl.population.agent import PopulationDDPG
+from vadam_rl.rng import AgentGenerators
+
+OBS, ACT = 5, 3
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def adam_config(device: str, cuda_graph: bool):
+    overrides = [f"device={device}", f"cuda_graph={str(cuda_graph).lower()}"]
+    overrides += ["actor.hidden_sizes=[32,24]", "critic.hidden_sizes=[32,24]"]
+    return apply_overrides(load_preset("ddpg-adam"), overrides)
+
+
+def make_agent(config, device: torch.device, agents: int) -> DDPG:
+    torch.manual_seed(0)
+    gens = [torch.Generator(device=device).manual_seed(k) for k in range(agents)]
+    if agents == 1:
+        return DDPG(OBS, ACT, config, device, generator=gens[0])
+    singles = [DDPG(OBS, ACT, config, device, generator=g) for g in gens]
+    return PopulationDDPG(singles, config, AgentGenerators(gens))
+
+
+def make_batches(n: int, agents: int, device: torch.device) -> list[Batch]:
+    g = torch.Generator(device=device).manual_seed(1)
+    lead = () if agents == 1 else (agents,)
+
+    def randn(*shape):
+        return torch.randn(*lead, 64, *shape, device=device, generator=g)
+
+    return [
+        Batch(randn(OBS), randn(ACT).tanh(), randn(1), randn(OBS), (randn(1) > 1.5).float())
+        for _ in range(n)
+    ]
+
+
+def assert_same_state(a: DDPG, b: DDPG) -> None:
+    def leaves(tree, path=""):
+        if isinstance(tree, dict):
+            for k, v in tree.items():
+                yield from leaves(v, f"{path}/{k}")
+        elif isinstance(tree, torch.Tensor):
+            yield path, tree
+
+    mine, theirs = dict(leaves(a.state_dict())), dict(leaves(b.state_dict()))
+    assert mine.keys() == theirs.keys()
+    different = [k for k in mine if not torch.equal(mine[k].cpu(), theirs[k].cpu())]
+    assert not different, different[:5]
+
+
+def test_the_update_is_graphed_only_where_it_can_be():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device name needs no GPU
+    adam = adam_config("cpu", cuda_graph=True)
+    adam_agent = make_agent(adam, cpu, 1)
+    adam_optimizers = [adam_agent.actor_optimizer, adam_agent.critic_optimizer]
+    vadam = apply_overrides(load_preset("ddpg-vadam"), ["cuda_graph=true"])
+    vadam_agent = make_agent(vadam, cpu, 1)
+    vadam_optimizers = [vadam_agent.actor_optimizer, vadam_agent.critic_optimizer]
+    assert why_eager(adam, cuda, adam_optimizers, hand_written=True) is None
+    assert "cuda_graph=false" in why_eager(
+        adam_config("cpu", cuda_graph=False), cuda, adam_optimizers, hand_written=True
+    )
+    assert "cpu" in why_eager(adam, cpu, adam_optimizers, hand_written=True)
+    assert "built-in" in why_eager(adam, cuda, adam_optimizers, hand_written=False)
+    assert "capturable" in why_eager(vadam, cuda, vadam_optimizers, hand_written=True)
+    compiled = apply_overrides(adam, ["compile=true"])
+    assert "compile" in why_eager(compiled, cuda, adam_optimizers, hand_written=True)
+
+
+def test_adam_presets_ask_for_it_and_every_preset_accepts_it():
+    for preset in list_presets():
+        config = apply_overrides(load_preset(preset), ["cuda_graph=true"])
+        adam = config.actor.optimizer.name == config.critic.optimizer.name == "adam"
+        assert load_preset(preset).cuda_graph == adam, preset
+
+
+def test_cuda_graph_does_nothing_on_cpu():
+    agent = make_agent(adam_config("cpu", cuda_graph=True), torch.device("cpu"), 1)
+    assert agent.graphed is None and "cpu" in agent.eager_reason
+    assert not agent.actor_optimizer.param_groups[0]["capturable"]
+    agent.update(make_batches(1, 1, torch.device("cpu"))[0])
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("agents", [1, 3])
+def test_graphed_updates_equal_eager_ones_and_survive_a_reload(agents):
+    device = torch.device("cuda")
+    eager = make_agent(adam_config("cuda", cuda_graph=False), device, agents)
+    graphed = make_agent(adam_config("cuda", cuda_graph=True), device, agents)
+    assert graphed.graphed is not None and eager.graphed is None
+    batches = make_batches(30, agents, device)
+    for batch in batches[:20]:
+        got, want = graphed.update(batch), eager.update(batch)
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    assert graphed.graphed.captured
+    assert_same_state(graphed, eager)
+    # Loading a checkpoint replaces the optimizer state the graph points to: it recaptures.
+    reloaded = make_agent(adam_config("cuda", cuda_graph=True), device, agents)
+    for batch in batches[:5]:  # captured already, then loaded over
+        reloaded.update(batch)
+    reloaded.load_state_dict(graphed.state_dict())
+    assert not reloaded.graphed.captured
+    for batch in batches[20:]:
+        reloaded.update(batch)
+        eager.update(batch)
+    assert reloaded.graphed.captured
+    assert_same_state(reloaded, eager)

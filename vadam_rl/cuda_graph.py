@@ -1,0 +1,121 @@
+"""One training update, captured once as a CUDA graph and replayed (``TrainConfig.cuda_graph``).
+
+On a GPU an eager DDPG update is launch-bound: about a hundred small kernels, each costing
+more host time than device time. Replaying a captured graph launches them all at once.
+Capture records the addresses of every tensor the update touches, so the update must keep
+its tensors in place: parameters and optimizer state are updated in place, the minibatch is
+copied into static tensors before each replay, and the optimizer must be *capturable*
+(its step count on the device, as ``torch.optim.Adam(capturable=True)``). Anything that
+replaces those tensors (loading a checkpoint) must call ``reset``: the next call recaptures.
+Python numbers the update reads (learning rates, tau, gamma) are fixed at capture too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from vadam_rl.buffer import Batch
+from vadam_rl.config import TrainConfig
+
+Update = Callable[[Batch], dict[str, Tensor]]
+
+
+class GraphedUpdate:
+    """``update(batch)`` eagerly for the first ``warmup`` calls, then by graph replay.
+
+    The eager calls are real updates (run on a side stream, as capture wants: lazily created
+    state such as Adam's moments and cuBLAS workspaces exists before capture). The call that
+    captures also replays, so every call performs exactly one update. Returned metrics are
+    copies: the graph's own outputs are overwritten by the next replay.
+    """
+
+    def __init__(self, update: Update, warmup: int = 3) -> None:
+        self.update = update
+        self.warmup = warmup
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the graph (after the update's tensors were replaced); recapture later."""
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_batch: Batch | None = None
+        self.static_metrics: dict[str, Tensor] = {}
+        self.eager_calls = 0
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self, batch: Batch) -> dict[str, Tensor]:
+        if self.graph is None:
+            if self.eager_calls < self.warmup:
+                self.eager_calls += 1
+                return self._on_side_stream(batch)
+            self._capture(batch)
+        assert self.graph is not None and self.static_batch is not None
+        for static, value in zip(self.static_batch, batch, strict=True):
+            if static.shape != value.shape:
+                raise ValueError(
+                    f"a CUDA-graphed update needs minibatches of one shape: captured "
+                    f"{tuple(static.shape)}, got {tuple(value.shape)}"
+                )
+            static.copy_(value)
+        self.graph.replay()
+        return {name: value.clone() for name, value in self.static_metrics.items()}
+
+    def _on_side_stream(self, batch: Batch) -> dict[str, Tensor]:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            metrics = self.update(batch)
+        torch.cuda.current_stream().wait_stream(stream)
+        return metrics
+
+    def _capture(self, batch: Batch) -> None:
+        """Record one update on static copies of ``batch``; capture does not run it."""
+        self.static_batch = Batch(*(field.clone() for field in batch))
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.static_metrics = self.update(self.static_batch)
+        self.graph = graph
+
+
+def make_capturable(optimizers: list[torch.optim.Optimizer]) -> None:
+    """Switch torch optimizers to ``capturable=True`` (same arithmetic, state on the device).
+
+    Called again after ``load_state_dict``, which restores the saved param_groups' flags.
+    """
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["capturable"] = True
+
+
+def capturable(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` can step inside a graph: torch optimizers with that option.
+
+    Ours (Vadam and the other variational optimizers) keep their step count in Python, so a
+    replay would repeat the bias correction of the captured step: not capturable (yet).
+    """
+    return "capturable" in optimizer.defaults
+
+
+def why_eager(
+    config: TrainConfig,
+    device: torch.device,
+    optimizers: list[torch.optim.Optimizer],
+    hand_written: bool,
+) -> str | None:
+    """None where ``config.cuda_graph`` gets a graphed update; otherwise why it runs eagerly."""
+    if not config.cuda_graph:
+        return "cuda_graph=false"
+    if device.type != "cuda":
+        return f"no CUDA graphs on {device.type}"
+    if config.compile:
+        return "compile=true takes precedence"
+    if not hand_written:
+        return "networks other than the built-in MLPs (autograd update)"
+    if not all(capturable(optimizer) for optimizer in optimizers):
+        return "the optimizers are not all capturable (Adam is; Vadam and co. are not yet)"
+    return None
