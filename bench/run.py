@@ -33,6 +33,7 @@ measurement cannot warm up or slow down the next):
     python bench/run.py                       # longer, more precise
     python bench/run.py --device cuda --out bench/results/gpu
     python bench/run.py --device cuda --compile --population 10   # compiled, 10 seeds at once
+    python bench/run.py --device cuda --no-cuda-graph     # ddpg-adam's update eager on CUDA
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class Settings:
     """torch.set_num_threads in every part (None: torch's default)."""
     compile: bool = False
     """Ours with ``compile=True`` (torch.compile of the update's gradient functions)."""
+    cuda_graph: bool = True
+    """False: ours with ``cuda_graph=false`` (ddpg-adam ships with it on; on CPU it does
+    nothing)."""
     learning_starts: int = 1000
     warmup: int = 1000
     """Training steps after learning_starts that are not timed (lazy state, caches)."""
@@ -174,6 +178,7 @@ def ours_config(preset: str, settings: Settings):
     from vadam_rl.config import apply_overrides, load_preset
 
     config = load_preset(preset, ENV_ID)
+    graph = settings.cuda_graph and config.cuda_graph  # the preset's own choice, or off
     return apply_overrides(
         config,
         [
@@ -192,6 +197,7 @@ def ours_config(preset: str, settings: Settings):
             f"log_every={settings.log_every}",
             f"device={settings.device}",
             f"compile={str(settings.compile).lower()}",
+            f"cuda_graph={str(graph).lower()}",
         ],
     )
 
@@ -571,7 +577,8 @@ def markdown(result: dict) -> str:
         f"HalfCheetah-v5, batch {BATCH_SIZE}, [400, 300], 1 update per step, "
         f"{result['settings']['steps']} timed steps ({result['mode']} mode). "
         f"Device {m['device']} ({device}), torch {m['torch']}, {m['torch_threads']} threads"
-        f"{', ours with compile=true' if result['settings']['compile'] else ''}.",
+        f"{', ours with compile=true' if result['settings']['compile'] else ''}"
+        f"{'' if result['settings']['cuda_graph'] else ', ours with cuda_graph=false'}.",
         "",
         "| | steps/s | per-interval range | ms/step | update alone (ms) | env alone (ms) "
         "| rest (ms) | vs SB3 | vs bound | peak RSS (MiB) | CUDA peak (MiB) |",
@@ -655,6 +662,16 @@ def parse_args() -> argparse.Namespace:
         "--compile", action="store_true", help="ours with compile=true (torch.compile)"
     )
     parser.add_argument(
+        "--no-cuda-graph",
+        action="store_true",
+        help="ours with cuda_graph=false (ddpg-adam's preset has it on; CUDA only)",
+    )
+    parser.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="with --population: skip the K separate processes it is compared with",
+    )
+    parser.add_argument(
         "--population",
         type=int,
         default=0,
@@ -674,6 +691,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         threads=args.threads,
         learning_starts=args.learning_starts,
         compile=args.compile,
+        cuda_graph=not args.no_cuda_graph,
     )
     if args.short:
         settings = dataclasses.replace(settings, **SHORT)
@@ -709,14 +727,25 @@ def main() -> None:
         f"{settings.steps} timed steps after step {settings.timed_from}",
         flush=True,
     )
-    parts = {part: spawn_part(part, settings) for part in PARTS}
-    if args.population:
-        for preset in PRESETS:
-            key = f"{preset}:{args.population}"
-            parts[f"population:{key}"] = spawn_part(f"population:{key}", settings)
-            parts[f"processes:{key}"] = bench_processes(preset, args.population, settings)
-    result = assemble(parts, settings, mode)
     args.out.mkdir(parents=True, exist_ok=True)
+    # Each finished part is kept in parts.json at once: a run stopped midway keeps them.
+    parts: dict[str, dict] = {}
+
+    def measure(name: str, run: Callable[[], dict]) -> None:
+        parts[name] = run()
+        (args.out / "parts.json").write_text(json.dumps(parts, indent=2) + "\n")
+
+    for part in PARTS:
+        measure(part, lambda part=part: spawn_part(part, settings))
+    for preset in PRESETS if args.population else ():
+        key = f"{preset}:{args.population}"
+        measure(f"population:{key}", lambda key=key: spawn_part(f"population:{key}", settings))
+        if not args.no_processes:
+            measure(
+                f"processes:{key}",
+                lambda preset=preset: bench_processes(preset, args.population, settings),
+            )
+    result = assemble(parts, settings, mode)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (args.out / "result.md").write_text(table)

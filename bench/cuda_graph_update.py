@@ -1,0 +1,190 @@
+"""How fast could one DDPG update run as a CUDA graph? Eager vs the whole update captured.
+
+An experiment for the GPU half of issue 6 (CUDA only; not used by training yet). On a GPU an
+eager update is launch-bound: ~100 small kernels, each costing more host time than device
+time. Capturing ``DDPG.update`` once (critic step, actor step, Polyak) and replaying it costs
+one launch per update. Two agents start equal and see the same minibatches: one updated
+eagerly as training does today, one by graph replay (batch copied into static tensors
+first, which the timing includes). Printed per preset and population size: ms per update
+(median over alternating rounds) and how far the two agents' actors are apart afterwards.
+
+Caveats, printed with the results:
+- Adam is switched to ``capturable=True`` in the graphed agent (its step count lives on the
+  device); the eager one keeps the training default.
+- Vadam keeps its step count in Python: a replay repeats the bias correction of the step it
+  was captured at, so the graphed Vadam is *not* Vadam (the drift column shows by how much);
+  its time is what a capturable Vadam could reach.
+
+    python bench/cuda_graph_update.py                    # ddpg-adam and ddpg-vadam, K = 1, 10
+    python bench/cuda_graph_update.py --agents 1 --presets ddpg-adam
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import BATCH_SIZE, Settings, ours_config
+
+from vadam_rl.buffer import Batch, ReplayBuffer
+from vadam_rl.ddpg import DDPG
+from vadam_rl.population.agent import PopulationBuffer, PopulationDDPG
+from vadam_rl.rng import AgentGenerators
+
+OBS_DIM, ACT_DIM = 17, 6
+CAPACITY = 20_000
+WARMUP = 5
+
+
+def generators(agents: int, device: torch.device, seed: int) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(seed + k) for k in range(agents)]
+
+
+def build(preset: str, agents: int, device: torch.device) -> tuple[DDPG, list[torch.Generator]]:
+    """A learner (one agent, or a population of ``agents``) and its noise generators."""
+    config = ours_config(preset, Settings(device=str(device)))
+    gens = generators(agents, device, seed=0)
+    torch.manual_seed(0)
+    if agents == 1:
+        return DDPG(OBS_DIM, ACT_DIM, config, device, generator=gens[0]), gens
+    singles = [DDPG(OBS_DIM, ACT_DIM, config, device, generator=g) for g in gens]
+    return PopulationDDPG(singles, config, AgentGenerators(gens)), gens
+
+
+def filled_buffer(agents: int, device: torch.device) -> ReplayBuffer:
+    """Random transitions (an update's cost does not depend on their values)."""
+    gens = generators(agents, device, seed=1000)
+    if agents == 1:
+        buffer = ReplayBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, generator=gens[0])
+    else:
+        buffer = PopulationBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, AgentGenerators(gens))
+    lead = () if agents == 1 else (agents,)
+    g = torch.Generator(device=device).manual_seed(123)
+    buffer.add(
+        torch.randn(*lead, CAPACITY, OBS_DIM, device=device, generator=g),
+        torch.rand(*lead, CAPACITY, ACT_DIM, device=device, generator=g) * 2 - 1,
+        torch.randn(*lead, CAPACITY, device=device, generator=g),
+        torch.randn(*lead, CAPACITY, OBS_DIM, device=device, generator=g),
+        torch.zeros(*lead, CAPACITY, device=device),
+    )
+    return buffer
+
+
+def make_capturable(agent: DDPG) -> None:
+    for optimizer in (agent.actor_optimizer, agent.critic_optimizer):
+        for group in optimizer.param_groups:
+            if "capturable" in group:
+                group["capturable"] = True
+
+
+def capture(agent: DDPG, batches: list[Batch], generators: list[torch.Generator]):
+    """Warm up on a side stream, then capture one update; returns (graph, static batch)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for batch in batches[:WARMUP]:
+            agent.update(batch)
+    torch.cuda.current_stream().wait_stream(stream)
+    static = Batch(*(t.clone() for t in batches[0]))
+    graph = torch.cuda.CUDAGraph()
+    for generator in generators:
+        graph.register_generator_state(generator)
+    with torch.cuda.graph(graph):
+        agent.update(static)
+    return graph, static
+
+
+def compare(preset: str, agents: int, updates: int, rounds: int, device: torch.device) -> dict:
+    eager, _ = build(preset, agents, device)
+    graphed, graph_gens = build(preset, agents, device)
+    make_capturable(graphed)
+    buffer = filled_buffer(agents, device)
+    per_round = updates // rounds
+    batches = [buffer.sample(BATCH_SIZE) for _ in range(WARMUP + per_round * rounds)]
+    for batch in batches[:WARMUP]:
+        eager.update(batch)
+    started = time.perf_counter()
+    graph, static = capture(graphed, batches, graph_gens)
+    capture_s = time.perf_counter() - started
+
+    def run_eager(chunk: list[Batch]) -> None:
+        for batch in chunk:
+            eager.update(batch)
+
+    def run_graph(chunk: list[Batch]) -> None:
+        for batch in chunk:
+            for into, value in zip(static, batch, strict=True):
+                into.copy_(value, non_blocking=True)
+            graph.replay()
+
+    times: dict[str, list[float]] = {"eager": [], "graph": []}
+    for r in range(rounds):
+        chunk = batches[WARMUP + r * per_round : WARMUP + (r + 1) * per_round]
+        for name, run in (("eager", run_eager), ("graph", run_graph)):
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            run(chunk)
+            torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - started) / per_round * 1e3)
+    drift = max(
+        float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+        for a, b in zip(graphed.actor.parameters(), eager.actor.parameters(), strict=True)
+    )
+    eager_ms, graph_ms = statistics.median(times["eager"]), statistics.median(times["graph"])
+    return {
+        "preset": preset,
+        "agents": agents,
+        "eager_ms": eager_ms,
+        "graph_ms": graph_ms,
+        "speedup": eager_ms / graph_ms,
+        "capture_s": capture_s,
+        "updates": WARMUP + per_round * rounds,
+        "actor_relative_drift": drift,
+        "rounds_ms": times,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["ddpg-adam", "ddpg-vadam"])
+    parser.add_argument("--agents", nargs="+", type=int, default=[1, 10])
+    parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("cuda_graph_update.py needs a CUDA device")
+    device = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    results = []
+    for preset in args.presets:
+        for agents in args.agents:
+            try:
+                row = compare(preset, agents, args.updates, args.rounds, device)
+            except Exception as error:  # an experiment: report and go on with the next one
+                row = {"preset": preset, "agents": agents, "error": repr(error)[:2000]}
+            results.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "rounds_ms"}), flush=True)
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print("\n| preset | K | eager ms/update | graph ms/update | speed-up | actor drift |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in results:
+        if "error" in row:
+            print(f"| {row['preset']} | {row['agents']} | failed: {row['error'][:80]} | | | |")
+            continue
+        print(
+            f"| {row['preset']} | {row['agents']} | {row['eager_ms']:.3f} | {row['graph_ms']:.3f} "
+            f"| {row['speedup']:.1f}x | {row['actor_relative_drift']:.1e} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
