@@ -1,10 +1,15 @@
-"""``cuda_graph=true``: the captured and replayed update equals the eager one, bit for bit.
+"""``cuda_graph=true``: the captured and replayed update equals the eager one.
 
-The equality tests need a CUDA device (CI has none: they run in GPU sessions, see
-bench/gpu_session.sh); the config checks run everywhere.
+Adam's graphed update equals the eager one bit for bit; Vadam's graph mode (draws and step
+count prepared outside the graph) equals its eager step up to float rounding, and the
+graphed update equals graph mode run eagerly bit for bit. The graph tests need a CUDA
+device (CI has none: they run in GPU sessions, see bench/gpu_session.sh); graph mode's
+arithmetic and the config checks run everywhere.
 """
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -13,6 +18,7 @@ from vadam_rl.buffer import Batch
 from vadam_rl.config import apply_overrides, list_presets, load_preset
 from vadam_rl.cuda_graph import why_eager
 from vadam_rl.ddpg import DDPG
+from vadam_rl.optim import VadaGrad, Vadam
 from vadam_rl.population.agent import PopulationDDPG
 from vadam_rl.rng import AgentGenerators
 
@@ -70,13 +76,17 @@ def test_the_update_is_graphed_only_where_it_can_be():
     vadam = apply_overrides(load_preset("ddpg-vadam"), ["cuda_graph=true"])
     vadam_agent = make_agent(vadam, cpu, 1)
     vadam_optimizers = [vadam_agent.actor_optimizer, vadam_agent.critic_optimizer]
+    vadagrad = apply_overrides(load_preset("ddpg-vadagrad"), ["cuda_graph=true"])
+    vadagrad_agent = make_agent(vadagrad, cpu, 1)
+    vadagrad_optimizers = [vadagrad_agent.actor_optimizer, vadagrad_agent.critic_optimizer]
     assert why_eager(adam, cuda, adam_optimizers, hand_written=True) is None
+    assert why_eager(vadam, cuda, vadam_optimizers, hand_written=True) is None
     assert "cuda_graph=false" in why_eager(
         adam_config("cpu", cuda_graph=False), cuda, adam_optimizers, hand_written=True
     )
     assert "cpu" in why_eager(adam, cpu, adam_optimizers, hand_written=True)
     assert "built-in" in why_eager(adam, cuda, adam_optimizers, hand_written=False)
-    assert "capturable" in why_eager(vadam, cuda, vadam_optimizers, hand_written=True)
+    assert "capturable" in why_eager(vadagrad, cuda, vadagrad_optimizers, hand_written=True)
     compiled = apply_overrides(adam, ["compile=true"])
     assert "compile" in why_eager(compiled, cuda, adam_optimizers, hand_written=True)
 
@@ -121,3 +131,110 @@ def test_graphed_updates_equal_eager_ones_and_survive_a_reload(agents):
         eager.update(batch)
     assert reloaded.graphed.captured
     assert_same_state(reloaded, eager)
+
+
+# -- Vadam's graph mode (CPU, float64) ---------------------------------------------------------
+
+
+def twin_vadams(**kwargs) -> tuple[list[list[torch.Tensor]], list[Vadam]]:
+    """Two Vadams on equal float64 parameters with equally seeded generators."""
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)]
+    params = [[p.clone().requires_grad_() for p in start] for _ in range(2)]
+    optimizers = [
+        Vadam(ps, train_set_size=50, lr=0.05, generator=torch.Generator().manual_seed(7), **kwargs)
+        for ps in params
+    ]
+    return params, optimizers
+
+
+def quadratic_closure(params: list[torch.Tensor], optimizer: Vadam, step: int):
+    target = torch.full((4, 3), 0.1 * step, dtype=torch.float64)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = ((params[0] - target) ** 2).mean() + (params[1] ** 4).sum()
+        loss.backward()
+        return loss
+
+    return closure
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"num_samples": 3},
+        {"damping_before_bias_correction": True, "prior_precision": 2.0, "init_precision": 80.0},
+    ],
+)
+def test_vadam_graph_mode_takes_the_eager_steps(kwargs):
+    (eager_params, graph_params), (eager, graph) = twin_vadams(**kwargs)
+    graph.enter_graph_mode()
+    behaviour = [[torch.empty_like(p) for p in ps] for ps in (eager_params, graph_params)]
+    for step in range(12):
+        reuse = step % 3 != 0  # behaviour draws reused by the step, and steps drawing afresh
+        if reuse:
+            eager.sample_into(behaviour[0], reuse_in_next_step=True)
+            graph.sample_into(behaviour[1], reuse_in_next_step=True)
+        graph.prepare_graph_step()
+        eager.step(quadratic_closure(eager_params, eager, step))
+        graph.step(quadratic_closure(graph_params, graph, step))
+    # The same draws in the same order: the generators end in the same state.
+    assert torch.equal(eager.generator.get_state(), graph.generator.get_state())
+    for mine, theirs in zip(graph_params, eager_params, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-14)
+        assert graph.state[mine]["step"] == eager.state[theirs]["step"] == 12
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(
+                graph.state[mine][key], eager.state[theirs][key], rtol=1e-12, atol=1e-14
+            )
+
+
+def test_vadam_graph_mode_refuses_an_unprepared_step_and_others_have_none():
+    (params, _), (optimizer, _) = twin_vadams()
+    optimizer.enter_graph_mode()
+    with pytest.raises(RuntimeError, match="prepare_graph_step"):
+        optimizer.step(quadratic_closure(params, optimizer, 0))
+    optimizer.prepare_graph_step()
+    optimizer.step(quadratic_closure(params, optimizer, 0))
+    with pytest.raises(RuntimeError, match="prepare_graph_step"):  # once per step
+        optimizer.step(quadratic_closure(params, optimizer, 1))
+    vadagrad = VadaGrad([torch.zeros(2, requires_grad=True)], train_set_size=10)
+    with pytest.raises(ValueError, match="no graph mode"):
+        vadagrad.enter_graph_mode()
+
+
+# -- Vadam-DDPG graphed (CUDA) -------------------------------------------------------------------
+
+
+def vadam_config(device: str, cuda_graph: bool):
+    overrides = [f"device={device}", f"cuda_graph={str(cuda_graph).lower()}"]
+    overrides += ["actor.hidden_sizes=[32,24]", "critic.hidden_sizes=[32,24]"]
+    return apply_overrides(load_preset("ddpg-vadam"), overrides)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("agents", [1, 3])
+def test_graphed_vadam_updates_equal_graph_mode_run_eagerly(agents):
+    """With the behaviour draw reused by each update, as ddpg-vadam trains."""
+    device = torch.device("cuda")
+    graphed = make_agent(vadam_config("cuda", cuda_graph=True), device, agents)
+    reference = make_agent(vadam_config("cuda", cuda_graph=False), device, agents)
+    plain = make_agent(vadam_config("cuda", cuda_graph=False), device, agents)
+    assert graphed.graphed is not None and reference.graphed is None
+    reference.actor_optimizer.enter_graph_mode()
+    behaviour = [copy.deepcopy(a.actor) for a in (graphed, reference, plain)]
+    for batch in make_batches(20, agents, device):
+        for agent, actor in zip((graphed, reference, plain), behaviour, strict=True):
+            agent.actor_optimizer.sample_into(actor.parameters(), reuse_in_next_step=True)
+        reference.actor_optimizer.prepare_graph_step()
+        got, want = graphed.update(batch), reference.update(batch)
+        plain.update(batch)
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    assert graphed.graphed.captured
+    assert_same_state(graphed, reference)
+    for mine, theirs in zip(graphed.actor.parameters(), plain.actor.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)  # float32 rounding

@@ -5,7 +5,8 @@ more host time than device time. Replaying a captured graph launches them all at
 Capture records the addresses of every tensor the update touches, so the update must keep
 its tensors in place: parameters and optimizer state are updated in place, the minibatch is
 copied into static tensors before each replay, and the optimizer must be *capturable*
-(its step count on the device, as ``torch.optim.Adam(capturable=True)``). Anything that
+(its step count on the device, as ``torch.optim.Adam(capturable=True)``, or, for Vadam,
+its draws and step count prepared eagerly before each replay: ``enter_graph_mode``). Anything that
 replaces those tensors (loading a checkpoint) must call ``reset``: the next call recaptures.
 Python numbers the update reads (learning rates, tau, gamma) are fixed at capture too.
 """
@@ -32,9 +33,14 @@ class GraphedUpdate:
     copies: the graph's own outputs are overwritten by the next replay.
     """
 
-    def __init__(self, update: Update, warmup: int = 3) -> None:
+    def __init__(
+        self, update: Update, warmup: int = 3, prepare: Callable[[], None] | None = None
+    ) -> None:
+        """``prepare``: called eagerly before every update, replays included (what a graph
+        cannot hold: random draws, Python step counts; see ``enter_graph_mode``)."""
         self.update = update
         self.warmup = warmup
+        self.prepare = prepare
         self.reset()
 
     def reset(self) -> None:
@@ -49,6 +55,8 @@ class GraphedUpdate:
         return self.graph is not None
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
+        if self.prepare is not None:
+            self.prepare()
         if self.graph is None:
             if self.eager_calls < self.warmup:
                 self.eager_calls += 1
@@ -82,23 +90,41 @@ class GraphedUpdate:
         self.graph = graph
 
 
-def make_capturable(optimizers: list[torch.optim.Optimizer]) -> None:
-    """Switch torch optimizers to ``capturable=True`` (same arithmetic, state on the device).
+def make_capturable(optimizers: list[torch.optim.Optimizer]) -> Callable[[], None] | None:
+    """Ready optimizers for capture; returns what must run before each update, if anything.
 
-    Called again after ``load_state_dict``, which restores the saved param_groups' flags.
+    torch optimizers switch to ``capturable=True`` (same arithmetic, step count on the
+    device; call again after ``load_state_dict``, which restores the saved flags). Ours with
+    a graph mode (Vadam) enter it: their draws and step counts move to ``prepare_graph_step``.
     """
+    set_capturable(optimizers)
+    prepares = []
     for optimizer in optimizers:
-        for group in optimizer.param_groups:
-            group["capturable"] = True
+        if "capturable" not in optimizer.defaults:
+            optimizer.enter_graph_mode()  # type: ignore[attr-defined]
+            prepares.append(optimizer.prepare_graph_step)  # type: ignore[attr-defined]
+    if not prepares:
+        return None
+
+    def prepare() -> None:
+        for prepare_step in prepares:
+            prepare_step()
+
+    return prepare
+
+
+def set_capturable(optimizers: list[torch.optim.Optimizer]) -> None:
+    """``capturable=True`` in every param group of the torch optimizers among these."""
+    for optimizer in optimizers:
+        if "capturable" in optimizer.defaults:
+            for group in optimizer.param_groups:
+                group["capturable"] = True
 
 
 def capturable(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer`` can step inside a graph: torch optimizers with that option.
-
-    Ours (Vadam and the other variational optimizers) keep their step count in Python, so a
-    replay would repeat the bias correction of the captured step: not capturable (yet).
-    """
-    return "capturable" in optimizer.defaults
+    """Whether ``optimizer`` can step inside a graph: torch optimizers with that option, and
+    ours with a graph mode (Vadam; VadaGrad, Vprop, AdamExplore and IVON have none yet)."""
+    return "capturable" in optimizer.defaults or getattr(optimizer, "graph_safe", False)
 
 
 def why_eager(
@@ -117,5 +143,5 @@ def why_eager(
     if not hand_written:
         return "networks other than the built-in MLPs (autograd update)"
     if not all(capturable(optimizer) for optimizer in optimizers):
-        return "the optimizers are not all capturable (Adam is; Vadam and co. are not yet)"
+        return "the optimizers are not all capturable (Adam and Vadam are, the others not yet)"
     return None

@@ -92,8 +92,10 @@ class DDPG:
         self.eager_reason = cuda_graph.why_eager(config, device, optimizers, self.manual_backprop)
         if self.eager_reason is not None:
             return None
-        cuda_graph.make_capturable(optimizers)
-        return cuda_graph.GraphedUpdate(self._eager_update)
+        # Critic first: the update's order, so prepared draws consume the generator as the
+        # eager update would.
+        prepare = cuda_graph.make_capturable([self.critic_optimizer, self.actor_optimizer])
+        return cuda_graph.GraphedUpdate(self._eager_update, prepare=prepare)
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
@@ -234,7 +236,8 @@ class DDPG:
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         if self.graphed is not None:  # the graph holds the replaced tensors' addresses
-            cuda_graph.make_capturable([self.actor_optimizer, self.critic_optimizer])
+            # The loaded param groups may say capturable=False.
+            cuda_graph.set_capturable([self.critic_optimizer, self.actor_optimizer])
             self.graphed.reset()
 
     def policy_state(self) -> dict:

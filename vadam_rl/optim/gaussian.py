@@ -67,6 +67,10 @@ class DiagonalGaussianOptimizer(Optimizer):
         # Left by sample_into(..., reuse_in_next_step=True) for the next step; not optimizer
         # state (it lives from one env step's action to the same env step's update).
         self._noise_for_next_step: list[Tensor] | None = None
+        # Graph mode (``enter_graph_mode``): the eps of each draw, refilled before every step.
+        self._graph_mode = False
+        self._graph_noise: list[list[Tensor]] = []
+        self._graph_step_prepared = False
         check_generator_device(generator, self._params())
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -75,6 +79,9 @@ class DiagonalGaussianOptimizer(Optimizer):
         # unpickled optimizer draws from the global RNG until one is assigned.
         self.__dict__.setdefault("generator", None)
         self.__dict__.setdefault("_noise_for_next_step", None)
+        self.__dict__.setdefault("_graph_mode", False)
+        self.__dict__.setdefault("_graph_noise", [])
+        self.__dict__.setdefault("_graph_step_prepared", False)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -137,6 +144,48 @@ class DiagonalGaussianOptimizer(Optimizer):
         torch._foreach_copy_(targets, torch._foreach_addcmul(means, stds, noise, scales))
         self._noise_for_next_step = noise if reuse_in_next_step else None
 
+    # -- graph mode: a step that a CUDA graph can capture --------------------------------------
+
+    graph_safe = False
+    """Whether this optimizer has a graph mode (``enter_graph_mode``)."""
+
+    def enter_graph_mode(self) -> None:
+        """From now on ``prepare_graph_step()`` must precede every ``step``.
+
+        ``prepare_graph_step`` does, eagerly, everything of a step that lives in Python or
+        draws random numbers (the eps of each draw, the step count and what follows from it),
+        and leaves the results in device tensors that keep their address; ``step`` then
+        only reads those, so a CUDA graph can capture it and replay it with fresh values.
+        The generator is consumed in the order the eager step would consume it.
+        """
+        if not self.graph_safe:
+            raise ValueError(f"{type(self).__name__} has no graph mode")
+        self._graph_mode = True
+
+    @torch.no_grad()
+    def prepare_graph_step(self) -> None:
+        """Draw this step's eps into the static noise buffers and advance the step count."""
+        if not self._graph_mode:
+            raise RuntimeError("prepare_graph_step() without enter_graph_mode()")
+        params = self._params()
+        self._ensure_state()
+        if not self._graph_noise:
+            self._graph_noise = [
+                [torch.empty_like(p) for p in params] for _ in range(self._num_draws())
+            ]
+        for draw, buffers in enumerate(self._graph_noise):
+            noise = self._step_noise(params) if draw == 0 else self._draw_noise(params)
+            torch._foreach_copy_(buffers, noise)
+        self._prepare_graph_scalars()
+        self._graph_step_prepared = True
+
+    def _num_draws(self) -> int:
+        return int(getattr(self, "num_samples", 1))
+
+    def _prepare_graph_scalars(self) -> None:
+        """Subclasses with graph mode: advance the step count, fill their device scalars."""
+        raise NotImplementedError
+
     # -- shared machinery ---------------------------------------------------------------------
 
     def _params(self) -> list[Tensor]:
@@ -189,8 +238,15 @@ class DiagonalGaussianOptimizer(Optimizer):
         grad_sums: list[Tensor | None] = [None] * len(params)
         grad_sq_sums: list[Tensor | None] = [None] * len(params)
         loss = None
+        if self._graph_mode:
+            if not self._graph_step_prepared:
+                raise RuntimeError("in graph mode, call prepare_graph_step() before each step()")
+            self._graph_step_prepared = False  # (a replayed graph does not run this line)
         for draw in range(num_samples):
-            noise = self._step_noise(params) if draw == 0 else self._draw_noise(params)
+            if self._graph_mode:
+                noise = self._graph_noise[draw]
+            else:
+                noise = self._step_noise(params) if draw == 0 else self._draw_noise(params)
             try:
                 torch._foreach_addcmul_(params, stds, noise, scales)
                 with torch.enable_grad():

@@ -156,10 +156,36 @@ class Vadam(DiagonalGaussianOptimizer):
             group["prior_precision"] + group["precision_floor"],
         )
 
+    graph_safe = True
+
+    def _prepare_graph_scalars(self) -> None:
+        """Advance every parameter's step count; per group, write the step size and sqrt of
+        the second bias correction into a device tensor that ``step`` reads in graph mode."""
+        if not hasattr(self, "_graph_scalars"):  # in the dtype eager kernels compute in
+            firsts = [group["params"][0] for group in self.param_groups]
+            self._graph_scalars = [torch.zeros(2, dtype=p.dtype, device=p.device) for p in firsts]
+        for group, scalars in zip(self.param_groups, self._graph_scalars, strict=True):
+            steps = set()
+            for p in group["params"]:
+                self.state[p]["step"] += 1
+                steps.add(self.state[p]["step"])
+            if len(steps) > 1:
+                raise RuntimeError(
+                    f"graph mode needs one step count per param group, got {sorted(steps)}"
+                )
+            step_size, bias_correction2_sqrt = vadam_step_scalars(
+                group["betas"], group["lr"], steps.pop(), group["damping_before_bias_correction"]
+            )
+            scalars[0].fill_(step_size)
+            scalars[1].fill_(bias_correction2_sqrt)
+
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
         """Draw theta, evaluate ``closure`` there, restore mu, update; returns the loss."""
         loss, per_group = self._gradients_at_samples(closure, self.num_samples)
+        if self._graph_mode:
+            self._graph_step(per_group)
+            return loss
         for group, found in zip(self.param_groups, per_group, strict=True):
             states = [self.state[p] for p in found.params]
             for state in states:
@@ -181,6 +207,79 @@ class Vadam(DiagonalGaussianOptimizer):
                 foreach=group["foreach"],
             )
         return loss
+
+    def _graph_step(self, per_group: list) -> None:
+        """The update of ``step`` with the scalars ``prepare_graph_step`` left on the device."""
+        groups = zip(self.param_groups, per_group, self._graph_scalars, strict=True)
+        for group, found, scalars in groups:
+            if len(found.params) != len(group["params"]):
+                raise RuntimeError("graph mode needs a gradient for every parameter at each step")
+            beta1, beta2 = group["betas"]
+            prior_decay = group["prior_precision"] / group["train_set_size"]
+            _graph_vadam(
+                found.params,
+                found.grads,
+                found.grad_sqs,
+                [self.state[p]["exp_avg"] for p in found.params],
+                [self.state[p]["exp_avg_sq"] for p in found.params],
+                step_size=scalars[0],
+                bias_correction2_sqrt=scalars[1],
+                beta1=beta1,
+                beta2=beta2,
+                prior_decay=prior_decay,
+                eps=prior_decay,
+                eps_before_bias_correction=group["damping_before_bias_correction"],
+            )
+
+
+def vadam_step_scalars(
+    betas: tuple[float, float], lr: float, step: int, eps_before_bias_correction: bool
+) -> tuple[float, float]:
+    """(step size, sqrt of the second bias correction) at step t, as the eager kernels form
+    them: the mean moves by step_size * m / denom."""
+    beta1, beta2 = betas
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    if eps_before_bias_correction:
+        return -(lr * bias_correction2_sqrt / bias_correction1), bias_correction2_sqrt
+    return (lr / bias_correction1) * -1, bias_correction2_sqrt
+
+
+def _graph_vadam(
+    params: list[Tensor],
+    grads: list[Tensor],
+    grad_sqs: list[Tensor] | None,
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    *,
+    step_size: Tensor,
+    bias_correction2_sqrt: Tensor,
+    beta1: float,
+    beta2: float,
+    prior_decay: float,
+    eps: float,
+    eps_before_bias_correction: bool,
+) -> None:
+    """``_multi_tensor_vadam`` with the step-dependent scalars read from 0-dim device tensors
+    (so a captured graph replays with the current step's values)."""
+    grads_with_prior = (
+        torch._foreach_add(grads, params, alpha=prior_decay) if prior_decay != 0 else grads
+    )
+    torch._foreach_lerp_(exp_avgs, grads_with_prior, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    if grad_sqs is None:
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    else:
+        torch._foreach_add_(exp_avg_sqs, grad_sqs, alpha=1 - beta2)
+    del grads_with_prior
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    if not eps_before_bias_correction:
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+    if eps != 0:
+        torch._foreach_add_(denom, eps)
+    update = torch._foreach_div(exp_avgs, denom)
+    torch._foreach_mul_(update, step_size)
+    torch._foreach_add_(params, update)
 
 
 def vadam(
