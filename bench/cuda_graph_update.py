@@ -1,19 +1,13 @@
-"""How fast could one DDPG update run as a CUDA graph? Eager vs the whole update captured.
+"""How fast is one DDPG update as a CUDA graph? Eager vs ``cuda_graph=true``, on CUDA.
 
-An experiment for the GPU half of issue 6 (CUDA only; not used by training yet). On a GPU an
-eager update is launch-bound: ~100 small kernels, each costing more host time than device
-time. Capturing ``DDPG.update`` once (critic step, actor step, Polyak) and replaying it costs
-one launch per update. Two agents start equal and see the same minibatches: one updated
-eagerly as training does today, one by graph replay (batch copied into static tensors
-first, which the timing includes). Printed per preset and population size: ms per update
-(median over alternating rounds) and how far the two agents' actors are apart afterwards.
-
-Caveats, printed with the results:
-- Adam is switched to ``capturable=True`` in the graphed agent (its step count lives on the
-  device); the eager one keeps the training default.
-- Vadam keeps its step count in Python: a replay repeats the bias correction of the step it
-  was captured at, so the graphed Vadam is *not* Vadam (the drift column shows by how much);
-  its time is what a capturable Vadam could reach.
+On a GPU an eager DDPG update is launch-bound: ~100 small kernels, each costing more host
+time than device time. ``cuda_graph=true`` captures the whole update once (critic step,
+actor step, Polyak) and replays it (``vadam_rl.cuda_graph``). Two agents start equal and
+see the same minibatches: one updated eagerly, one graphed (its timing includes copying the
+batch in and, for Vadam, drawing the noise before each replay). Printed per preset and
+population size: ms per update (median over alternating rounds) and how far the two
+agents' actors are apart afterwards (Adam: bit-identical; Vadam's graph mode forms its
+step's scalars differently, so float rounding separates them).
 
     python bench/cuda_graph_update.py                    # ddpg-adam and ddpg-vadam, K = 1, 10
     python bench/cuda_graph_update.py --agents 1 --presets ddpg-adam
@@ -40,16 +34,19 @@ from vadam_rl.rng import AgentGenerators
 
 OBS_DIM, ACT_DIM = 17, 6
 CAPACITY = 20_000
-WARMUP = 5
+WARMUP = 5  # > GraphedUpdate's 3 eager updates: the capture is in the warm-up
 
 
 def generators(agents: int, device: torch.device, seed: int) -> list[torch.Generator]:
     return [torch.Generator(device=device).manual_seed(seed + k) for k in range(agents)]
 
 
-def build(preset: str, agents: int, device: torch.device) -> tuple[DDPG, list[torch.Generator]]:
+def build(
+    preset: str, agents: int, device: torch.device, cuda_graph: bool
+) -> tuple[DDPG, list[torch.Generator]]:
     """A learner (one agent, or a population of ``agents``) and its noise generators."""
-    config = ours_config(preset, Settings(device=str(device)))
+    graph = f"cuda_graph={str(cuda_graph).lower()}"
+    config = ours_config(preset, Settings(device=str(device), overrides=[graph]))
     gens = generators(agents, device, seed=0)
     torch.manual_seed(0)
     if agents == 1:
@@ -77,41 +74,19 @@ def filled_buffer(agents: int, device: torch.device) -> ReplayBuffer:
     return buffer
 
 
-def make_capturable(agent: DDPG) -> None:
-    for optimizer in (agent.actor_optimizer, agent.critic_optimizer):
-        for group in optimizer.param_groups:
-            if "capturable" in group:
-                group["capturable"] = True
-
-
-def capture(agent: DDPG, batches: list[Batch], generators: list[torch.Generator]):
-    """Warm up on a side stream, then capture one update; returns (graph, static batch)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for batch in batches[:WARMUP]:
-            agent.update(batch)
-    torch.cuda.current_stream().wait_stream(stream)
-    static = Batch(*(t.clone() for t in batches[0]))
-    graph = torch.cuda.CUDAGraph()
-    for generator in generators:
-        graph.register_generator_state(generator)
-    with torch.cuda.graph(graph):
-        agent.update(static)
-    return graph, static
-
-
 def compare(preset: str, agents: int, updates: int, rounds: int, device: torch.device) -> dict:
-    eager, _ = build(preset, agents, device)
-    graphed, graph_gens = build(preset, agents, device)
-    make_capturable(graphed)
+    eager, _ = build(preset, agents, device, cuda_graph=False)
+    graphed, _ = build(preset, agents, device, cuda_graph=True)
+    if graphed.graphed is None:
+        raise RuntimeError(f"{preset}: no graphed update ({graphed.eager_reason})")
     buffer = filled_buffer(agents, device)
     per_round = updates // rounds
     batches = [buffer.sample(BATCH_SIZE) for _ in range(WARMUP + per_round * rounds)]
-    for batch in batches[:WARMUP]:
-        eager.update(batch)
     started = time.perf_counter()
-    graph, static = capture(graphed, batches, graph_gens)
+    for batch in batches[:WARMUP]:  # the graphed agent's eager updates, then its capture
+        eager.update(batch)
+        graphed.update(batch)
+    torch.cuda.synchronize()
     capture_s = time.perf_counter() - started
 
     def run_eager(chunk: list[Batch]) -> None:
@@ -120,9 +95,7 @@ def compare(preset: str, agents: int, updates: int, rounds: int, device: torch.d
 
     def run_graph(chunk: list[Batch]) -> None:
         for batch in chunk:
-            for into, value in zip(static, batch, strict=True):
-                into.copy_(value, non_blocking=True)
-            graph.replay()
+            graphed.update(batch)
 
     times: dict[str, list[float]] = {"eager": [], "graph": []}
     for r in range(rounds):
@@ -144,7 +117,7 @@ def compare(preset: str, agents: int, updates: int, rounds: int, device: torch.d
         "eager_ms": eager_ms,
         "graph_ms": graph_ms,
         "speedup": eager_ms / graph_ms,
-        "capture_s": capture_s,
+        "warmup_and_capture_s": capture_s,
         "updates": WARMUP + per_round * rounds,
         "actor_relative_drift": drift,
         "rounds_ms": times,

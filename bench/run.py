@@ -34,6 +34,7 @@ measurement cannot warm up or slow down the next):
     python bench/run.py --device cuda --out bench/results/gpu
     python bench/run.py --device cuda --compile --population 10   # compiled, 10 seeds at once
     python bench/run.py --device cuda --no-cuda-graph     # ddpg-adam's update eager on CUDA
+    python bench/run.py --device cuda --set cuda_graph=true   # ddpg-vadam graphed as well
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class Settings:
     cuda_graph: bool = True
     """False: ours with ``cuda_graph=false`` (ddpg-adam ships with it on; on CPU it does
     nothing)."""
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    """More ``KEY=VALUE`` config overrides for ours (both presets), applied last."""
     learning_starts: int = 1000
     warmup: int = 1000
     """Training steps after learning_starts that are not timed (lazy state, caches)."""
@@ -198,6 +201,7 @@ def ours_config(preset: str, settings: Settings):
             f"device={settings.device}",
             f"compile={str(settings.compile).lower()}",
             f"cuda_graph={str(graph).lower()}",
+            *settings.overrides,
         ],
     )
 
@@ -578,7 +582,8 @@ def markdown(result: dict) -> str:
         f"{result['settings']['steps']} timed steps ({result['mode']} mode). "
         f"Device {m['device']} ({device}), torch {m['torch']}, {m['torch_threads']} threads"
         f"{', ours with compile=true' if result['settings']['compile'] else ''}"
-        f"{'' if result['settings']['cuda_graph'] else ', ours with cuda_graph=false'}.",
+        f"{'' if result['settings']['cuda_graph'] else ', ours with cuda_graph=false'}"
+        f"{''.join(f', --set {o}' for o in result['settings'].get('overrides', []))}.",
         "",
         "| | steps/s | per-interval range | ms/step | update alone (ms) | env alone (ms) "
         "| rest (ms) | vs SB3 | vs bound | peak RSS (MiB) | CUDA peak (MiB) |",
@@ -667,6 +672,14 @@ def parse_args() -> argparse.Namespace:
         help="ours with cuda_graph=false (ddpg-adam's preset has it on; CUDA only)",
     )
     parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for ours, both presets (repeatable), e.g. cuda_graph=true",
+    )
+    parser.add_argument(
         "--no-processes",
         action="store_true",
         help="with --population: skip the K separate processes it is compared with",
@@ -692,6 +705,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         learning_starts=args.learning_starts,
         compile=args.compile,
         cuda_graph=not args.no_cuda_graph,
+        overrides=args.overrides,
     )
     if args.short:
         settings = dataclasses.replace(settings, **SHORT)
