@@ -100,3 +100,6 @@ def test_metrics_sum_per_metric_and_name_the_first_non_finite_step_and_agent():
     finite.check_finite()
     assert finite.pop_means() == {"a": 2.5, "b": 2.0}
     assert finite.count == 0
+    # Rows are stacked by position: other names (or another order) are refused, not mixed up.
+    with pytest.raises(ValueError, match="changed"):
+        finite.add({"b": torch.tensor(2.0), "a": torch.tensor(1.0)}, 5)

@@ -250,10 +250,13 @@ class Metrics:
 
     def add(self, metrics: dict[str, Tensor], step: int) -> None:
         values = torch.stack(list(metrics.values()))
+        names = list(metrics)
         if self.sums is None or self.first_bad_step is None:
-            self.names = list(metrics)
+            self.names = names
             self.sums = torch.zeros_like(values)
             self.first_bad_step = torch.full_like(values, -1.0)
+        elif names != self.names:  # the stacked rows would be summed under the wrong names
+            raise ValueError(f"the update's metrics changed from {self.names} to {names}")
         self.sums += values
         newly_bad = torch.isfinite(values).logical_not_().logical_and_(self.first_bad_step < 0)
         self.first_bad_step.masked_fill_(newly_bad, float(step))
