@@ -6,7 +6,7 @@
 # variants. ONLY="part ..." runs just those parts.
 # Each part has its own time limit, so one hanging part cannot eat the others' time.
 #
-#   bench/gpu_session.sh OUT_DIR        # logs and results under OUT_DIR (all parts: ~17 minutes,
+#   bench/gpu_session.sh OUT_DIR        # logs and results under OUT_DIR (all parts: ~20 minutes,
 #                                       # more than one 10-minute device call: split with ONLY)
 #   ONLY="cuda-tests bench-vadam-graph cli-vadam-graph" bench/gpu_session.sh OUT_DIR   # ~6 min
 set -u
@@ -68,6 +68,7 @@ TAIL=30 part bench 270 $py bench/run.py --device "$device" --short --population 
 TAIL=20 part bench-eager 200 $py bench/run.py --device "$device" --short --population 10 --no-processes --no-cuda-graph --out "$out/bench-eager"
 part graph 90 $py bench/cuda_graph_update.py
 TAIL=20 part bench-vadam-graph 200 $py bench/run.py --device "$device" --short --population 10 --no-processes --set cuda_graph=true --out "$out/bench-vadam-graph"
+TAIL=20 part bench-pop-async 200 $py bench/run.py --device "$device" --short --population 10 --no-processes --population-set async_envs=true --out "$out/bench-pop-async"
 part cli 100 bash -c "cli_checks ddpg-vadam"
 part cli-graph 80 bash -c "cli_checks ddpg-adam --set cuda_graph=true"
 part cli-vadam-graph 80 bash -c "cli_checks ddpg-vadam --set cuda_graph=true"

@@ -35,6 +35,7 @@ measurement cannot warm up or slow down the next):
     python bench/run.py --device cuda --compile --population 10   # compiled, 10 seeds at once
     python bench/run.py --device cuda --no-cuda-graph     # ddpg-adam's update eager on CUDA
     python bench/run.py --device cuda --set cuda_graph=true   # ddpg-vadam graphed as well
+    python bench/run.py --device cuda --population 10 --population-set async_envs=true
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class Settings:
     nothing)."""
     overrides: list[str] = dataclasses.field(default_factory=list)
     """More ``KEY=VALUE`` config overrides for ours (both presets), applied last."""
+    population_overrides: list[str] = dataclasses.field(default_factory=list)
+    """Overrides for the populations only (e.g. async_envs=true: their K envs in parallel)."""
     learning_starts: int = 1000
     warmup: int = 1000
     """Training steps after learning_starts that are not timed (lazy state, caches)."""
@@ -232,11 +235,12 @@ def bench_ours(preset: str, settings: Settings) -> dict:
 
 def bench_population(preset: str, agents: int, settings: Settings) -> dict:
     """Per-agent and aggregate steps/s of ``train_population`` with seeds 0..agents-1."""
+    from vadam_rl.config import apply_overrides
     from vadam_rl.population import train_population
 
     configs = []
     for seed in range(agents):
-        config = ours_config(preset, settings)
+        config = apply_overrides(ours_config(preset, settings), settings.population_overrides)
         config.seed = seed
         configs.append(config)
     with tempfile.TemporaryDirectory(prefix="vadam-bench-") as tmp:
@@ -583,7 +587,7 @@ def markdown(result: dict) -> str:
         f"Device {m['device']} ({device}), torch {m['torch']}, {m['torch_threads']} threads"
         f"{', ours with compile=true' if result['settings']['compile'] else ''}"
         f"{'' if result['settings']['cuda_graph'] else ', ours with cuda_graph=false'}"
-        f"{''.join(f', --set {o}' for o in result['settings'].get('overrides', []))}.",
+        f"{_overrides_note(result['settings'])}.",
         "",
         "| | steps/s | per-interval range | ms/step | update alone (ms) | env alone (ms) "
         "| rest (ms) | vs SB3 | vs bound | peak RSS (MiB) | CUDA peak (MiB) |",
@@ -618,6 +622,14 @@ def markdown(result: dict) -> str:
         f"acting, noise, buffer writes, Python.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _overrides_note(settings: dict) -> str:
+    ours = [f", --set {o}" for o in settings.get("overrides", [])]
+    populations = [
+        f", populations with --set {o}" for o in settings.get("population_overrides", [])
+    ]
+    return "".join(ours + populations)
 
 
 def _population_lines(result: dict) -> list[str]:
@@ -680,6 +692,14 @@ def parse_args() -> argparse.Namespace:
         help="config override for ours, both presets (repeatable), e.g. cuda_graph=true",
     )
     parser.add_argument(
+        "--population-set",
+        dest="population_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the populations only (repeatable), e.g. async_envs=true",
+    )
+    parser.add_argument(
         "--no-processes",
         action="store_true",
         help="with --population: skip the K separate processes it is compared with",
@@ -706,6 +726,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         compile=args.compile,
         cuda_graph=not args.no_cuda_graph,
         overrides=args.overrides,
+        population_overrides=args.population_overrides,
     )
     if args.short:
         settings = dataclasses.replace(settings, **SHORT)
