@@ -26,10 +26,14 @@ OBS, ACT = 5, 3
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def adam_config(device: str, cuda_graph: bool):
+def small_config(preset: str, device: str, cuda_graph: bool):
     overrides = [f"device={device}", f"cuda_graph={str(cuda_graph).lower()}"]
     overrides += ["actor.hidden_sizes=[32,24]", "critic.hidden_sizes=[32,24]"]
-    return apply_overrides(load_preset("ddpg-adam"), overrides)
+    return apply_overrides(load_preset(preset), overrides)
+
+
+def adam_config(device: str, cuda_graph: bool):
+    return small_config("ddpg-adam", device, cuda_graph)
 
 
 def make_agent(config, device: torch.device, agents: int) -> DDPG:
@@ -209,9 +213,7 @@ def test_vadam_graph_mode_refuses_an_unprepared_step_and_others_have_none():
 
 
 def vadam_config(device: str, cuda_graph: bool):
-    overrides = [f"device={device}", f"cuda_graph={str(cuda_graph).lower()}"]
-    overrides += ["actor.hidden_sizes=[32,24]", "critic.hidden_sizes=[32,24]"]
-    return apply_overrides(load_preset("ddpg-vadam"), overrides)
+    return small_config("ddpg-vadam", device, cuda_graph)
 
 
 @pytest.mark.cuda

@@ -245,6 +245,28 @@ def vadam_step_scalars(
     return (lr / bias_correction1) * -1, bias_correction2_sqrt
 
 
+def _update_moments(
+    params: list[Tensor],
+    grads: list[Tensor],
+    grad_sqs: list[Tensor] | None,
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    beta1: float,
+    beta2: float,
+    prior_decay: float,
+) -> None:
+    """m and s in place (foreach); the prior's gradient lambda*mu/N enters m only."""
+    grads_with_prior = (
+        torch._foreach_add(grads, params, alpha=prior_decay) if prior_decay != 0 else grads
+    )
+    torch._foreach_lerp_(exp_avgs, grads_with_prior, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    if grad_sqs is None:
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    else:
+        torch._foreach_add_(exp_avg_sqs, grad_sqs, alpha=1 - beta2)
+
+
 def _graph_vadam(
     params: list[Tensor],
     grads: list[Tensor],
@@ -262,16 +284,7 @@ def _graph_vadam(
 ) -> None:
     """``_multi_tensor_vadam`` with the step-dependent scalars read from 0-dim device tensors
     (so a captured graph replays with the current step's values)."""
-    grads_with_prior = (
-        torch._foreach_add(grads, params, alpha=prior_decay) if prior_decay != 0 else grads
-    )
-    torch._foreach_lerp_(exp_avgs, grads_with_prior, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    if grad_sqs is None:
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    else:
-        torch._foreach_add_(exp_avg_sqs, grad_sqs, alpha=1 - beta2)
-    del grads_with_prior
+    _update_moments(params, grads, grad_sqs, exp_avgs, exp_avg_sqs, beta1, beta2, prior_decay)
     denom = torch._foreach_sqrt(exp_avg_sqs)
     if not eps_before_bias_correction:
         torch._foreach_div_(denom, bias_correction2_sqrt)
@@ -380,16 +393,7 @@ def _multi_tensor_vadam(
 ) -> None:
     if not params:
         return
-    grads_with_prior = (
-        torch._foreach_add(grads, params, alpha=prior_decay) if prior_decay != 0 else grads
-    )
-    torch._foreach_lerp_(exp_avgs, grads_with_prior, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    if grad_sqs is None:
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    else:
-        torch._foreach_add_(exp_avg_sqs, grad_sqs, alpha=1 - beta2)
-    del grads_with_prior
+    _update_moments(params, grads, grad_sqs, exp_avgs, exp_avg_sqs, beta1, beta2, prior_decay)
 
     bias_correction1 = [1 - beta1**step for step in state_steps]
     bias_correction2_sqrt = [(1 - beta2**step) ** 0.5 for step in state_steps]
