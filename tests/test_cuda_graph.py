@@ -240,3 +240,148 @@ def test_graphed_vadam_updates_equal_graph_mode_run_eagerly(agents):
     assert_same_state(graphed, reference)
     for mine, theirs in zip(graphed.actor.parameters(), plain.actor.parameters(), strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)  # float32 rounding
+
+
+# -- What a replay repeats, errors, reloads -----------------------------------------------------
+
+
+def test_graph_mode_update_replays_the_same_ops_at_every_step():
+    """What a replay repeats is the captured op sequence: after warmup, every graph-mode
+    update must dispatch the same ops with the same non-tensor arguments on the same
+    persistent tensors (no step-dependent Python scalars, no random ops). Runs on CPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from vadam_rl.cuda_graph import make_capturable
+
+    class Trace(TorchDispatchMode):
+        def __init__(self, names):
+            super().__init__()
+            self.names, self.ops = names, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            flat, _ = tree_flatten((args, kwargs or {}))
+            sig = tuple(
+                self.names.get(a.untyped_storage().data_ptr(), "tmp")
+                if isinstance(a, torch.Tensor)
+                else repr(a)
+                if isinstance(a, int | float | bool | str | None)
+                else type(a).__name__  # dtypes, devices, profiler handles
+                for a in flat
+            )
+            self.ops.append((str(func), sig))
+            return func(*args, **(kwargs or {}))
+
+    config = apply_overrides(
+        vadam_config("cpu", cuda_graph=False),
+        ["actor.optimizer.num_samples=2", "actor.optimizer.damping_before_bias_correction=false"],
+    )
+    agent = make_agent(config, torch.device("cpu"), 1)
+    prepare, _ = make_capturable([agent.critic_optimizer, agent.actor_optimizer])
+    behaviour = copy.deepcopy(agent.actor)
+    static = make_batches(1, 1, torch.device("cpu"))[0]
+    traces = []
+    for batch in make_batches(6, 1, torch.device("cpu")):
+        agent.actor_optimizer.sample_into(behaviour.parameters(), reuse_in_next_step=True)
+        prepare()
+        for s, b in zip(static, batch, strict=True):
+            s.copy_(b)
+        persistent = [*static, *agent._online_params, *agent._target_params]
+        for optimizer in (agent.actor_optimizer, agent.critic_optimizer):
+            persistent += [
+                v
+                for st in optimizer.state.values()
+                for v in st.values()
+                if isinstance(v, torch.Tensor)
+            ]
+        persistent += [b for draw in agent.actor_optimizer._graph_noise for b in draw]
+        persistent += agent.actor_optimizer._graph_scalars
+        names = {t.untyped_storage().data_ptr(): f"t{i}" for i, t in enumerate(persistent)}
+        with Trace(names) as trace:
+            agent._eager_update(static)
+        traces.append(trace.ops)
+    assert {len(t) for t in traces[1:]} == {len(traces[1])}
+    diffs = [
+        (i, a, b)
+        for t in traces[2:]
+        for i, (a, b) in enumerate(zip(traces[1], t, strict=True))
+        if a != b
+    ]
+    assert not diffs, diffs[:2]
+    assert not [op for op, _ in traces[-1] if any(r in op for r in ("rand", "normal", "bernoulli"))]
+
+
+def test_vadam_graph_mode_refuses_a_double_prepare_and_keeps_state_on_error():
+    (params, _), (optimizer, _) = twin_vadams()
+    optimizer.enter_graph_mode()
+    optimizer.prepare_graph_step()
+    with pytest.raises(RuntimeError, match="twice"):
+        optimizer.prepare_graph_step()
+    optimizer.step(quadratic_closure(params, optimizer, 0))
+    optimizer.state[params[1]]["step"] += 1  # out of step with params[0]
+    before = [optimizer.state[p]["step"] for p in params]
+    optimizer._graph_step_prepared = False
+    with pytest.raises(RuntimeError, match="one step count"):
+        optimizer.prepare_graph_step()
+    assert [optimizer.state[p]["step"] for p in params] == before
+
+
+def actor_generators(agent: DDPG) -> list[torch.Generator]:
+    generator = agent.actor_optimizer.generator
+    return generator.generators if isinstance(generator, AgentGenerators) else [generator]
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("agents", [1, 3])
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["actor.optimizer.num_samples=2", "actor.optimizer.damping_before_bias_correction=false"]],
+)
+def test_graphed_vadam_survives_a_reload_and_draws_like_eager(agents, extra):
+    """Graphed Vadam-DDPG vs plain eager: the same generator states (draws in the eager order)
+    and close weights; a checkpoint loaded over a captured graph recaptures, and continues
+    exactly as graph mode run eagerly from the same checkpoint."""
+    device = torch.device("cuda")
+    graphed_config = apply_overrides(vadam_config("cuda", cuda_graph=True), extra)
+    plain_config = apply_overrides(vadam_config("cuda", cuda_graph=False), extra)
+    graphed = make_agent(graphed_config, device, agents)
+    plain = make_agent(plain_config, device, agents)
+    batches = make_batches(30, agents, device)
+
+    def run(agent, behaviour, batch, reference=False):
+        agent.actor_optimizer.sample_into(behaviour.parameters(), reuse_in_next_step=True)
+        if reference:
+            agent.actor_optimizer.prepare_graph_step()
+        return agent.update(batch)
+
+    behaviours = [copy.deepcopy(a.actor) for a in (graphed, plain)]
+    for batch in batches[:10]:
+        run(graphed, behaviours[0], batch)
+        run(plain, behaviours[1], batch)
+    assert graphed.graphed.captured
+    for a, b in zip(actor_generators(graphed), actor_generators(plain), strict=True):
+        assert torch.equal(a.get_state(), b.get_state())
+    for mine, theirs in zip(graphed.actor.parameters(), plain.actor.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+    state = graphed.state_dict()
+    reloaded = make_agent(graphed_config, device, agents)
+    reference = make_agent(plain_config, device, agents)
+    reference.actor_optimizer.enter_graph_mode()
+    behaviours = [copy.deepcopy(a.actor) for a in (reloaded, reference)]
+    for batch in batches[:5]:  # captured already, then loaded over
+        run(reloaded, behaviours[0], batch)
+    reloaded.load_state_dict(state)
+    reference.load_state_dict(state)
+    assert not reloaded.graphed.captured
+    for agent in (reloaded, reference):  # the same generator state for both
+        for g, h in zip(actor_generators(agent), actor_generators(graphed), strict=True):
+            g.set_state(h.get_state())
+    for batch in batches[10:]:
+        got = run(reloaded, behaviours[0], batch)
+        want = run(reference, behaviours[1], batch, reference=True)
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    assert reloaded.graphed.captured
+    assert_same_state(reloaded, reference)

@@ -34,13 +34,20 @@ class GraphedUpdate:
     """
 
     def __init__(
-        self, update: Update, warmup: int = 3, prepare: Callable[[], None] | None = None
+        self,
+        update: Update,
+        warmup: int = 3,
+        prepare: Callable[[], None] | None = None,
+        after_replay: Callable[[], None] | None = None,
     ) -> None:
         """``prepare``: called eagerly before every update, replays included (what a graph
-        cannot hold: random draws, Python step counts; see ``enter_graph_mode``)."""
+        cannot hold: random draws, Python step counts; see ``enter_graph_mode``).
+        ``after_replay``: the Python bookkeeping of the captured update that a replay skips."""
         self.update = update
         self.warmup = warmup
         self.prepare = prepare
+        self.after_replay = after_replay
+        self._side_stream: torch.cuda.Stream | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -55,6 +62,15 @@ class GraphedUpdate:
         return self.graph is not None
 
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
+        # Check before ``prepare``: it advances step counts and consumes draws, which an
+        # update that then fails to run would leave advanced.
+        if self.static_batch is not None:
+            for static, value in zip(self.static_batch, batch, strict=True):
+                if static.shape != value.shape:
+                    raise ValueError(
+                        f"a CUDA-graphed update needs minibatches of one shape: captured "
+                        f"{tuple(static.shape)}, got {tuple(value.shape)}"
+                    )
         if self.prepare is not None:
             self.prepare()
         if self.graph is None:
@@ -64,22 +80,27 @@ class GraphedUpdate:
             self._capture(batch)
         assert self.graph is not None and self.static_batch is not None
         for static, value in zip(self.static_batch, batch, strict=True):
-            if static.shape != value.shape:
-                raise ValueError(
-                    f"a CUDA-graphed update needs minibatches of one shape: captured "
-                    f"{tuple(static.shape)}, got {tuple(value.shape)}"
-                )
             static.copy_(value)
         self.graph.replay()
+        if self.after_replay is not None:
+            self.after_replay()
         return {name: value.clone() for name, value in self.static_metrics.items()}
 
     def _on_side_stream(self, batch: Batch) -> dict[str, Tensor]:
-        stream = torch.cuda.Stream()
+        # One stream for all warmups (``torch.cuda.Stream()`` hands out pooled streams round
+        # robin), and metrics copied on the main stream: the caller frees them there, and a
+        # block allocated on the side stream may otherwise be reused there while still read.
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream()
+        stream = self._side_stream
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             metrics = self.update(batch)
         torch.cuda.current_stream().wait_stream(stream)
-        return metrics
+        out = {name: value.clone() for name, value in metrics.items()}
+        for value in metrics.values():
+            value.record_stream(torch.cuda.current_stream())
+        return out
 
     def _capture(self, batch: Batch) -> None:
         """Record one update on static copies of ``batch``; capture does not run it."""
@@ -90,27 +111,32 @@ class GraphedUpdate:
         self.graph = graph
 
 
-def make_capturable(optimizers: list[torch.optim.Optimizer]) -> Callable[[], None] | None:
-    """Ready optimizers for capture; returns what must run before each update, if anything.
+def make_capturable(
+    optimizers: list[torch.optim.Optimizer],
+) -> tuple[Callable[[], None] | None, Callable[[], None] | None]:
+    """Ready optimizers for capture; returns what must run before each update and after each
+    replay, if anything.
 
     torch optimizers switch to ``capturable=True`` (same arithmetic, step count on the
     device; call again after ``load_state_dict``, which restores the saved flags). Ours with
     a graph mode (Vadam) enter it: their draws and step counts move to ``prepare_graph_step``.
     """
     set_capturable(optimizers)
-    prepares = []
-    for optimizer in optimizers:
-        if "capturable" not in optimizer.defaults:
-            optimizer.enter_graph_mode()  # type: ignore[attr-defined]
-            prepares.append(optimizer.prepare_graph_step)  # type: ignore[attr-defined]
-    if not prepares:
-        return None
+    graph_mode = [o for o in optimizers if "capturable" not in o.defaults]
+    for optimizer in graph_mode:
+        optimizer.enter_graph_mode()  # type: ignore[attr-defined]
+    if not graph_mode:
+        return None, None
 
     def prepare() -> None:
-        for prepare_step in prepares:
-            prepare_step()
+        for optimizer in graph_mode:
+            optimizer.prepare_graph_step()  # type: ignore[attr-defined]
 
-    return prepare
+    def after_replay() -> None:
+        for optimizer in graph_mode:
+            optimizer.finish_graph_step()  # type: ignore[attr-defined]
+
+    return prepare, after_replay
 
 
 def set_capturable(optimizers: list[torch.optim.Optimizer]) -> None:

@@ -94,8 +94,12 @@ class DDPG:
             return None
         # Critic first: the update's order, so prepared draws consume the generator as the
         # eager update would.
-        prepare = cuda_graph.make_capturable([self.critic_optimizer, self.actor_optimizer])
-        return cuda_graph.GraphedUpdate(self._eager_update, prepare=prepare)
+        prepare, after_replay = cuda_graph.make_capturable(
+            [self.critic_optimizer, self.actor_optimizer]
+        )
+        return cuda_graph.GraphedUpdate(
+            self._eager_update, prepare=prepare, after_replay=after_replay
+        )
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:

@@ -167,8 +167,11 @@ class DiagonalGaussianOptimizer(Optimizer):
         """Draw this step's eps into the static noise buffers and advance the step count."""
         if not self._graph_mode:
             raise RuntimeError("prepare_graph_step() without enter_graph_mode()")
+        if self._graph_step_prepared:
+            raise RuntimeError("prepare_graph_step() twice without a step() in between")
         params = self._params()
         self._ensure_state()
+        self._prepare_graph_scalars()  # first: it checks the state before changing it
         if not self._graph_noise:
             self._graph_noise = [
                 [torch.empty_like(p) for p in params] for _ in range(self._num_draws())
@@ -176,8 +179,12 @@ class DiagonalGaussianOptimizer(Optimizer):
         for draw, buffers in enumerate(self._graph_noise):
             noise = self._step_noise(params) if draw == 0 else self._draw_noise(params)
             torch._foreach_copy_(buffers, noise)
-        self._prepare_graph_scalars()
         self._graph_step_prepared = True
+
+    def finish_graph_step(self) -> None:
+        """What ``step`` does in Python after a prepared step; a replayed graph skips it, so
+        whoever replays one calls this after each replay."""
+        self._graph_step_prepared = False
 
     def _num_draws(self) -> int:
         return int(getattr(self, "num_samples", 1))
@@ -241,7 +248,7 @@ class DiagonalGaussianOptimizer(Optimizer):
         if self._graph_mode:
             if not self._graph_step_prepared:
                 raise RuntimeError("in graph mode, call prepare_graph_step() before each step()")
-            self._graph_step_prepared = False  # (a replayed graph does not run this line)
+            self.finish_graph_step()  # (a replayed graph does not run this: see its docstring)
         for draw in range(num_samples):
             if self._graph_mode:
                 noise = self._graph_noise[draw]

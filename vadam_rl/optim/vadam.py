@@ -164,17 +164,18 @@ class Vadam(DiagonalGaussianOptimizer):
         if not hasattr(self, "_graph_scalars"):  # in the dtype eager kernels compute in
             firsts = [group["params"][0] for group in self.param_groups]
             self._graph_scalars = [torch.zeros(2, dtype=p.dtype, device=p.device) for p in firsts]
-        for group, scalars in zip(self.param_groups, self._graph_scalars, strict=True):
-            steps = set()
-            for p in group["params"]:
-                self.state[p]["step"] += 1
-                steps.add(self.state[p]["step"])
+        for group in self.param_groups:  # check every group before changing any
+            steps = {self.state[p]["step"] for p in group["params"]}
             if len(steps) > 1:
                 raise RuntimeError(
                     f"graph mode needs one step count per param group, got {sorted(steps)}"
                 )
+        for group, scalars in zip(self.param_groups, self._graph_scalars, strict=True):
+            for p in group["params"]:
+                self.state[p]["step"] += 1
+            step = self.state[group["params"][0]]["step"]
             step_size, bias_correction2_sqrt = vadam_step_scalars(
-                group["betas"], group["lr"], steps.pop(), group["damping_before_bias_correction"]
+                group["betas"], group["lr"], step, group["damping_before_bias_correction"]
             )
             scalars[0].fill_(step_size)
             scalars[1].fill_(bias_correction2_sqrt)
