@@ -5,6 +5,8 @@
 # CUDA-graph experiment, CLI runs on CUDA (resume bit-exactness, a population), the compile
 # variants. ONLY="part ..." runs just those parts.
 # Each part has its own time limit, so one hanging part cannot eat the others' time.
+# On a machine without a package registry, bench/gpu_wheels.sh (run where pip works) makes
+# the wheels to carry; install them there as that script says.
 #
 #   bench/gpu_session.sh OUT_DIR        # logs and results under OUT_DIR (all parts: ~20 minutes,
 #                                       # more than one 10-minute device call: split with ONLY)
