@@ -31,7 +31,8 @@ def test_short_run_writes_a_complete_sane_result(tmp_path: Path):
     # land in different workers and would each pay for it.
     out = tmp_path
     command = [sys.executable, str(BENCH), "--short", "--steps", "8", "--learning-starts",
-               "16", "--threads", "1", "--population", "2", "--out", str(out)]  # fmt: skip
+               "16", "--threads", "1", "--population", "2", "--out", str(out),
+               "--set", "gamma=0.99", "--population-set", "tau=0.005"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=cli_env())
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "result.json").read_text()), (out / "result.md").read_text()
@@ -39,6 +40,7 @@ def test_short_run_writes_a_complete_sane_result(tmp_path: Path):
     check_the_machine_is_named(result)
     check_the_markdown_has_a_row_per_contender(result)
     check_the_population_is_timed_against_separate_processes(result)
+    check_the_overrides_are_recorded(result)
 
 
 def check_every_measurement_is_a_positive_number(result: tuple[dict, str]) -> None:
@@ -96,3 +98,10 @@ def test_update_flops_match_the_hand_count():
     # Targets (A + C), critic fwd+bwd (3C), actor fwd+bwd through the critic (3A + 3C).
     assert bench.flops(bench.update_matmuls()) == 4 * actor + 7 * critic
     assert bench.flops(bench.update_matmuls(minimal=True)) < 4 * actor + 7 * critic
+
+
+def check_the_overrides_are_recorded(result: tuple[dict, str]) -> None:
+    settings = result[0]["settings"]
+    assert settings["overrides"] == ["gamma=0.99"]
+    assert settings["population_overrides"] == ["tau=0.005"]
+    assert "--set gamma=0.99" in result[1] and "populations with --set tau=0.005" in result[1]
