@@ -109,6 +109,26 @@ def test_resumed_population_continues_exactly(tmp_path: Path):
             assert resumed_returns[row["step"]] == row["mean_return"]
 
 
+def test_a_population_with_async_envs_trains_exactly_as_with_sync_ones(tmp_path: Path):
+    # async_envs=true steps the K agents' envs in subprocesses (what a GPU population wants):
+    # the same transitions in the same order, so the same numbers, bit for bit.
+    runs = {}
+    for mode in ("false", "true"):
+        configs = [
+            apply_overrides(small_config("ddpg-vadam", s, total_steps=400), [f"async_envs={mode}"])
+            for s in SEEDS[:2]
+        ]
+        dirs = [tmp_path / f"{mode}{s}" for s in SEEDS[:2]]
+        train_population(configs, dirs, progress_bar=False)
+        runs[mode] = [checkpoint(d) for d in dirs]
+    for sync, asynchronous in zip(runs["false"], runs["true"], strict=True):
+        for part in ("agent", "buffer"):
+            left, right = tensors(sync[part]), tensors(asynchronous[part])
+            assert left.keys() == right.keys()
+            assert all(torch.equal(left[k], right[k]) for k in left), part
+        assert torch.equal(sync["generator"], asynchronous["generator"])
+
+
 def test_an_agent_of_a_population_resumes_as_a_single_run(tmp_path: Path):
     dirs = [tmp_path / f"pop{s}" for s in SEEDS[:2]]
     configs = [small_config("ddpg-adam", s, total_steps=800) for s in SEEDS[:2]]
