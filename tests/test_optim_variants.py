@@ -368,6 +368,7 @@ def test_ivon_state_dict_saves_the_step_counter_and_resumes_bit_identically():
         ({"ess": 0.0}, r"Invalid effective sample size: 0.0"),
         ({"beta1": 1.0}, r"Invalid beta1: 1.0 \(must be in \[0.0, 1.0\)"),
         ({"beta2": 1.5}, r"Invalid beta2 parameter: 1.5"),
+        ({"beta2": 1.0}, r"Invalid beta2: 1.0 \(must be in \[0.0, 1.0\)"),
         ({"hess_init": 0.0}, r"Invalid Hessian initialization: 0.0"),
         ({"weight_decay": -1.0}, r"Invalid weight decay: -1.0"),
         ({"mc_samples": 0}, r"Invalid number of MC samples: 0"),

@@ -109,6 +109,8 @@ def _ivon_class() -> type[torch.optim.Optimizer]:
             # ivon accepts beta1 = 1, but its debiasing then divides the momentum, which never
             # moves, by 1 - 1^t = 0: the first step turns every weight into NaN.
             check_range("beta1", self.param_groups[-1]["beta1"], 0.0, 1.0)
+            # beta2 = 1 freezes the Hessian estimate at hess_init: sigma would never learn.
+            check_range("beta2", self.param_groups[-1]["beta2"], 0.0, 1.0)
 
         # ivon.IVON stores its step count in ``current_step``; keep it in the saved state.
         @property
