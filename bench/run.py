@@ -683,22 +683,19 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="ours with cuda_graph=false (ddpg-adam's preset has it on; CUDA only)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for ours, both presets (repeatable), e.g. cuda_graph=true",
+    overrides = (
+        ("--set", "overrides", "ours, both presets", "cuda_graph=true"),
+        ("--population-set", "population_overrides", "the populations only", "async_envs=true"),
     )
-    parser.add_argument(
-        "--population-set",
-        dest="population_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for the populations only (repeatable), e.g. async_envs=true",
-    )
+    for flag, dest, whose, example in overrides:
+        parser.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"config override for {whose} (repeatable), e.g. {example}",
+        )
     parser.add_argument(
         "--no-processes",
         action="store_true",
