@@ -10,7 +10,8 @@
 #
 #   bench/gpu_session.sh OUT_DIR        # logs and results under OUT_DIR (all parts: ~20 minutes,
 #                                       # more than one 10-minute device call: split with ONLY)
-#   ONLY="cuda-tests bench-vadam-graph cli-vadam-graph" bench/gpu_session.sh OUT_DIR   # ~6 min
+#   ONLY="cuda-tests bench-vadam-graph cli-vadam-graph bench-pop-async" \
+#       bench/gpu_session.sh OUT_DIR   # what the first GPU session left unmeasured, ~7 min
 set -u
 out=${1:?usage: bench/gpu_session.sh OUT_DIR}
 mkdir -p "$out"
