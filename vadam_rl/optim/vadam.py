@@ -236,8 +236,8 @@ class Vadam(DiagonalGaussianOptimizer):
 def vadam_step_scalars(
     betas: tuple[float, float], lr: float, step: int, eps_before_bias_correction: bool
 ) -> tuple[float, float]:
-    """(step size, sqrt of the second bias correction) at step t, as the eager kernels form
-    them: the mean moves by step_size * m / denom."""
+    """(step size, sqrt of the second bias correction) at step t, for every kernel: the mean
+    moves by step_size * m / denom."""
     beta1, beta2 = betas
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5
@@ -367,14 +367,13 @@ def _single_tensor_vadam(
         else:
             exp_avg_sq.add_(grad_sqs[i], alpha=1 - beta2)
 
-        bias_correction1 = 1 - beta1**step
-        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        if eps_before_bias_correction:
-            denom = exp_avg_sq.sqrt().add_(eps)
-            param.addcdiv_(exp_avg, denom, value=-(lr * bias_correction2_sqrt / bias_correction1))
-        else:
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-            param.addcdiv_(exp_avg, denom, value=-(lr / bias_correction1))
+        step_size, bias_correction2_sqrt = vadam_step_scalars(
+            (beta1, beta2), lr, step, eps_before_bias_correction
+        )
+        denom = exp_avg_sq.sqrt()
+        if not eps_before_bias_correction:
+            denom = denom / bias_correction2_sqrt
+        param.addcdiv_(exp_avg, denom.add_(eps), value=step_size)
 
 
 def _multi_tensor_vadam(
@@ -396,17 +395,14 @@ def _multi_tensor_vadam(
         return
     _update_moments(params, grads, grad_sqs, exp_avgs, exp_avg_sqs, beta1, beta2, prior_decay)
 
-    bias_correction1 = [1 - beta1**step for step in state_steps]
-    bias_correction2_sqrt = [(1 - beta2**step) ** 0.5 for step in state_steps]
+    scalars = [
+        vadam_step_scalars((beta1, beta2), lr, step, eps_before_bias_correction)
+        for step in state_steps
+    ]
+    step_size = [size for size, _ in scalars]
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    if eps_before_bias_correction:
-        step_size = [
-            -(lr * bc2 / bc1)
-            for bc1, bc2 in zip(bias_correction1, bias_correction2_sqrt, strict=True)
-        ]
-    else:
-        torch._foreach_div_(denom, bias_correction2_sqrt)
-        step_size = [(lr / bc1) * -1 for bc1 in bias_correction1]
+    if not eps_before_bias_correction:
+        torch._foreach_div_(denom, [bias_correction2_sqrt for _, bias_correction2_sqrt in scalars])
     if eps != 0:
         torch._foreach_add_(denom, eps)
     torch._foreach_addcdiv_(params, exp_avgs, denom, step_size)
