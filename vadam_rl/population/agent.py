@@ -63,7 +63,7 @@ class PopulationDDPG(DDPG):
 
 
 # The single-run state_dict would slice or load along the agent dimension.
-_PER_AGENT_STATE = (
+PER_AGENT_STATE = (
     "{} is saved and loaded per agent (agent_state_dict / load_agent_state_dict), each in "
     "the single-run format"
 )
@@ -104,10 +104,10 @@ class PopulationBuffer(ReplayBuffer):
         )
 
     def state_dict(self) -> dict[str, Tensor | int]:
-        raise TypeError(_PER_AGENT_STATE.format(type(self).__name__))
+        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
 
     def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
-        raise TypeError(_PER_AGENT_STATE.format(type(self).__name__))
+        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
 
     def agent_state_dict(self, agent: int) -> dict[str, Tensor | int]:
         """Agent ``agent``'s buffer in the single-run format (``ReplayBuffer.state_dict``)."""

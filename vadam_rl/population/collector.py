@@ -19,7 +19,7 @@ from torch import Tensor
 from vadam_rl import rng
 from vadam_rl.collector import RolloutCollector, episode_seed
 from vadam_rl.exploration import Exploration
-from vadam_rl.population.agent import _PER_AGENT_STATE, PopulationBuffer
+from vadam_rl.population.agent import PER_AGENT_STATE, PopulationBuffer
 from vadam_rl.rng import AgentGenerators
 
 
@@ -111,10 +111,10 @@ class PopulationCollector(RolloutCollector):
 
     # ---------------------------------------------------------------- resume
     def state_dict(self) -> dict:
-        raise TypeError(_PER_AGENT_STATE.format(type(self).__name__))
+        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
 
     def load_state_dict(self, state: dict) -> None:
-        raise TypeError(_PER_AGENT_STATE.format(type(self).__name__))
+        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
 
     def agent_state_dict(self, agent: int) -> dict:
         """Agent ``agent``'s counters in the single-run format (``RolloutCollector``)."""
