@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import BATCH_SIZE, Settings, ours_config
+from run import BATCH_SIZE, Settings, fill_buffer, ours_config
 
 from vadam_rl.buffer import Batch, ReplayBuffer
 from vadam_rl.ddpg import DDPG
@@ -62,15 +62,7 @@ def filled_buffer(agents: int, device: torch.device) -> ReplayBuffer:
         buffer = ReplayBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, generator=gens[0])
     else:
         buffer = PopulationBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, AgentGenerators(gens))
-    lead = () if agents == 1 else (agents,)
-    g = torch.Generator(device=device).manual_seed(123)
-    buffer.add(
-        torch.randn(*lead, CAPACITY, OBS_DIM, device=device, generator=g),
-        torch.rand(*lead, CAPACITY, ACT_DIM, device=device, generator=g) * 2 - 1,
-        torch.randn(*lead, CAPACITY, device=device, generator=g),
-        torch.randn(*lead, CAPACITY, OBS_DIM, device=device, generator=g),
-        torch.zeros(*lead, CAPACITY, device=device),
-    )
+    fill_buffer(buffer, CAPACITY, device, agents=0 if agents == 1 else agents)
     return buffer
 
 

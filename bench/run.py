@@ -272,14 +272,16 @@ def bench_processes(preset: str, agents: int, settings: Settings) -> dict:
     }
 
 
-def fill_buffer(buffer, n: int, device: torch.device) -> None:
-    """``n`` random transitions (the update's cost does not depend on their values)."""
+def fill_buffer(buffer, n: int, device: torch.device, agents: int = 0) -> None:
+    """``n`` random transitions (the update's cost does not depend on their values); for
+    each of ``agents`` agents of a population buffer when ``agents`` > 0."""
+    lead = (agents,) if agents else ()
     buffer.add(
-        torch.randn(n, OBS_DIM, device=device),
-        torch.rand(n, ACT_DIM, device=device) * 2 - 1,
-        torch.randn(n, device=device),
-        torch.randn(n, OBS_DIM, device=device),
-        torch.zeros(n, device=device),
+        torch.randn(*lead, n, OBS_DIM, device=device),
+        torch.rand(*lead, n, ACT_DIM, device=device) * 2 - 1,
+        torch.randn(*lead, n, device=device),
+        torch.randn(*lead, n, OBS_DIM, device=device),
+        torch.zeros(*lead, n, device=device),
     )
 
 
