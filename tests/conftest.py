@@ -58,3 +58,13 @@ def popen_cli(*args: str, log: Path) -> subprocess.Popen:
 @pytest.fixture
 def tiny_args() -> list[str]:
     return list(TINY)
+
+
+def tensors(tree: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of a nested dict (a state_dict, a checkpoint) by its key path."""
+    if isinstance(tree, dict):
+        out: dict[str, torch.Tensor] = {}
+        for key, value in tree.items():
+            out.update(tensors(value, f"{prefix}/{key}"))
+        return out
+    return {prefix: tree} if isinstance(tree, torch.Tensor) else {}

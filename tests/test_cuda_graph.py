@@ -13,6 +13,7 @@ import copy
 
 import pytest
 import torch
+from conftest import tensors
 
 from vadam_rl.buffer import Batch
 from vadam_rl.config import apply_overrides, list_presets, load_preset
@@ -59,14 +60,7 @@ def make_batches(n: int, agents: int, device: torch.device) -> list[Batch]:
 
 
 def assert_same_state(a: DDPG, b: DDPG) -> None:
-    def leaves(tree, path=""):
-        if isinstance(tree, dict):
-            for k, v in tree.items():
-                yield from leaves(v, f"{path}/{k}")
-        elif isinstance(tree, torch.Tensor):
-            yield path, tree
-
-    mine, theirs = dict(leaves(a.state_dict())), dict(leaves(b.state_dict()))
+    mine, theirs = tensors(a.state_dict()), tensors(b.state_dict())
     assert mine.keys() == theirs.keys()
     different = [k for k in mine if not torch.equal(mine[k].cpu(), theirs[k].cpu())]
     assert not different, different[:5]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, tensors
 from torch import nn
 
 from vadam_rl.cli import main, parse_seeds
@@ -36,15 +36,6 @@ def small_config(preset: str, seed: int, total_steps: int = 1_200) -> TrainConfi
 
 def checkpoint(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)
-
-
-def tensors(tree: object, prefix: str = "") -> dict[str, torch.Tensor]:
-    if isinstance(tree, dict):
-        out: dict[str, torch.Tensor] = {}
-        for key, value in tree.items():
-            out.update(tensors(value, f"{prefix}/{key}"))
-        return out
-    return {prefix: tree} if isinstance(tree, torch.Tensor) else {}
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
