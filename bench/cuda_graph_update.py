@@ -1,6 +1,6 @@
 """How fast is one DDPG update as a CUDA graph? Eager vs ``cuda_graph=true``, on CUDA.
 
-On a GPU an eager DDPG update is launch-bound: ~100 small kernels, each costing more host
+On a GPU an eager DDPG update is launch-bound: many small kernels, each costing more host
 time than device time. ``cuda_graph=true`` captures the whole update once (critic step,
 actor step, Polyak) and replays it (``vadam_rl.cuda_graph``). Two agents start equal and
 see the same minibatches: one updated eagerly, one graphed (its timing includes copying the

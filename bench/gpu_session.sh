@@ -8,10 +8,11 @@
 # On a machine without a package registry, bench/gpu_wheels.sh (run where pip works) makes
 # the wheels to carry; install them there as that script says.
 #
-#   bench/gpu_session.sh OUT_DIR        # logs and results under OUT_DIR (all parts: ~20 minutes,
-#                                       # more than one 10-minute device call: split with ONLY)
+#   bench/gpu_session.sh OUT_DIR        # logs and results under OUT_DIR; the parts that ran on
+#                                       # an H200 took 12-241 s each, all together more than one
+#                                       # 10-minute device call: split them with ONLY
 #   ONLY="cuda-tests bench-vadam-graph cli-vadam-graph bench-pop-async" \
-#       bench/gpu_session.sh OUT_DIR   # what the first GPU session left unmeasured, ~7 min
+#       bench/gpu_session.sh OUT_DIR   # the four parts that have not run on a GPU yet
 set -u
 out=${1:?usage: bench/gpu_session.sh OUT_DIR}
 mkdir -p "$out"

@@ -126,10 +126,10 @@ class TrainConfig:
     seconds of compilation at start; what it gains per update is in the README's Performance."""
     cuda_graph: bool = False
     """Where possible, capture the whole update (critic, actor, targets) as a CUDA graph after
-    3 eager updates and replay it: one launch instead of ~100 (Adam: the same arithmetic;
-    Vadam: its graph mode, equal up to float rounding). Possible on CUDA with Adam or Vadam
-    for actor and critic (VadaGrad, Vprop, AdamExplore and IVON not yet), the built-in
-    networks and compile=false; elsewhere the update runs eagerly as without it
+    3 eager updates and replay it: one launch instead of one per operation (Adam: the same
+    arithmetic; Vadam: its graph mode, equal up to float rounding). Possible on CUDA with
+    Adam or Vadam for actor and critic (VadaGrad, Vprop, AdamExplore and IVON not yet), the
+    built-in networks and compile=false; elsewhere the update runs eagerly as without it
     (``vadam_rl.cuda_graph.why_eager``)."""
     actor: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(optimizer=OptimizerConfig(lr=1e-3))
