@@ -52,7 +52,9 @@ def tree_env(tree: Path) -> dict[str, str]:
 
 
 def run_part(tree: Path, part: str, settings: dict) -> float:
-    """Steps/s of one bench part, run from ``tree`` in a fresh interpreter."""
+    """Steps/s of one bench part, run from ``tree`` in a fresh interpreter. A "preset" value
+    (compile) is left out: each tree runs its presets as they are (older benches had
+    compile=false, a bool, as their default)."""
     known = settings_fields(tree)
     with tempfile.TemporaryDirectory(prefix="vadam-ab-") as tmp:
         out = Path(tmp) / "part.json"
@@ -64,7 +66,7 @@ def run_part(tree: Path, part: str, settings: dict) -> float:
             "--part-out",
             str(out),
             "--part-settings",
-            json.dumps({k: v for k, v in settings.items() if k in known}),
+            json.dumps({k: v for k, v in settings.items() if k in known and v != "preset"}),
         ]
         done = subprocess.run(command, cwd=tree, env=tree_env(tree), capture_output=True)
         if done.returncode != 0:

@@ -32,7 +32,8 @@ measurement cannot warm up or slow down the next):
     python bench/run.py --short --population 5    # + K=5 populations vs 5 processes (~15 min)
     python bench/run.py                       # longer, more precise
     python bench/run.py --device cuda --out bench/results/gpu
-    python bench/run.py --device cuda --compile --population 10   # compiled, 10 seeds at once
+    python bench/run.py --compile false       # ours eager (the presets compile on a CPU)
+    python bench/run.py --device cuda --compile true --population 10   # compiled on CUDA
     python bench/run.py --device cuda --no-cuda-graph     # ddpg-adam's update eager on CUDA
     python bench/run.py --device cuda --set cuda_graph=true   # ddpg-vadam graphed as well
     python bench/run.py --device cuda --population 10 --population-set async_envs=true
@@ -75,8 +76,9 @@ class Settings:
     device: str = "cpu"
     threads: int | None = None
     """torch.set_num_threads in every part (None: torch's default)."""
-    compile: bool = False
-    """Ours with ``compile=True`` (torch.compile of the update's gradient functions)."""
+    compile: str = "preset"
+    """Ours with ``compile`` as the preset resolves it for a run of its own length ("preset":
+    ``auto`` compiles 3M-step runs on a CPU), or forced "true" / "false"."""
     cuda_graph: bool = True
     """False: ours with ``cuda_graph=false`` (ddpg-adam ships with it on; on CPU it does
     nothing)."""
@@ -181,10 +183,15 @@ def per_second(run: Callable[[], object], calls: int, device: torch.device) -> f
 
 def ours_config(preset: str, settings: Settings):
     """The preset with the shared benchmark settings (SB3's critic layout for both)."""
+    from vadam_rl.compiled import compile_wanted
     from vadam_rl.config import apply_overrides, load_preset
 
     config = load_preset(preset, ENV_ID)
     graph = settings.cuda_graph and config.cuda_graph  # the preset's own choice, or off
+    # The preset's choice for its own (full-length) run, not for the bench's short one.
+    compile_ = settings.compile
+    if compile_ == "preset":
+        compile_ = str(compile_wanted(config, torch.device(settings.device))).lower()
     return apply_overrides(
         config,
         [
@@ -202,7 +209,7 @@ def ours_config(preset: str, settings: Settings):
             "checkpoint_every=1000000000",
             f"log_every={settings.log_every}",
             f"device={settings.device}",
-            f"compile={str(settings.compile).lower()}",
+            f"compile={compile_}",
             f"cuda_graph={str(graph).lower()}",
             *settings.overrides,
         ],
@@ -229,6 +236,7 @@ def bench_ours(preset: str, settings: Settings) -> dict:
     return {
         **window_rate(times, settings),
         "whole_loop_steps_per_s": summary["steps_per_s"],  # random phase included
+        "compile": bool(config.compile),
         **peak_memory(torch.device(settings.device)),
     }
 
@@ -587,7 +595,7 @@ def markdown(result: dict) -> str:
         f"HalfCheetah-v5, batch {BATCH_SIZE}, [400, 300], 1 update per step, "
         f"{result['settings']['steps']} timed steps ({result['mode']} mode). "
         f"Device {m['device']} ({device}), torch {m['torch']}, {m['torch_threads']} threads"
-        f"{', ours with compile=true' if result['settings']['compile'] else ''}"
+        f"{_compile_note(result)}"
         f"{'' if result['settings']['cuda_graph'] else ', ours with cuda_graph=false'}"
         f"{_overrides_note(result['settings'])}.",
         "",
@@ -624,6 +632,13 @@ def markdown(result: dict) -> str:
         f"acting, noise, buffer writes, Python.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _compile_note(result: dict) -> str:
+    compiled = [p for p in PRESETS if result["ours"][p].get("compile")]
+    if not compiled:
+        return ", ours eager (compile=false)"
+    return f", ours compiled (compile=true: {', '.join(compiled)})"
 
 
 def _overrides_note(settings: dict) -> str:
@@ -678,7 +693,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument(
-        "--compile", action="store_true", help="ours with compile=true (torch.compile)"
+        "--compile",
+        choices=["preset", "true", "false"],
+        default="preset",
+        help="ours with compile as the preset resolves it for its own run length (default; "
+        "on a CPU: compiled), or forced",
     )
     parser.add_argument(
         "--no-cuda-graph",

@@ -30,9 +30,27 @@ def test_short_run_writes_a_complete_sane_result(tmp_path: Path):
     # One test for the one (minute-long) run: under pytest-xdist, tests sharing a fixture can
     # land in different workers and would each pay for it.
     out = tmp_path
-    command = [sys.executable, str(BENCH), "--short", "--steps", "8", "--learning-starts",
-               "16", "--threads", "1", "--population", "2", "--out", str(out),
-               "--set", "gamma=0.99", "--population-set", "tau=0.005"]  # fmt: skip
+    command = [
+        sys.executable,
+        str(BENCH),
+        "--short",
+        "--steps",
+        "8",
+        "--learning-starts",
+        "16",
+        "--threads",
+        "1",
+        "--population",
+        "2",
+        "--out",
+        str(out),
+        "--set",
+        "gamma=0.99",
+        "--population-set",
+        "tau=0.005",
+        "--compile",
+        "false",
+    ]  # fmt: skip  (compiling: test_compiled.py, not here)
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=cli_env())
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "result.json").read_text()), (out / "result.md").read_text()
@@ -105,3 +123,19 @@ def check_the_overrides_are_recorded(result: tuple[dict, str]) -> None:
     assert settings["overrides"] == ["gamma=0.99"]
     assert settings["population_overrides"] == ["tau=0.005"]
     assert "--set gamma=0.99" in result[1] and "populations with --set tau=0.005" in result[1]
+    assert "ours eager (compile=false)" in result[1]
+
+
+def test_ours_runs_the_presets_compile_choice_for_their_own_length():
+    """The presets say ``compile: auto``: a 3M-step run compiles on a CPU, so the bench's
+    short run of ours must too (and not resolve ``auto`` for its own few thousand steps)."""
+    bench = load_bench()
+    settings = bench.Settings()
+    assert settings.compile == "preset"
+    for preset in bench.PRESETS:
+        config = bench.ours_config(preset, settings)
+        assert config.total_steps < 20_000 and config.compile is True
+        forced = bench.ours_config(preset, bench.Settings(compile="false"))
+        assert forced.compile is False
+    on_cuda = bench.ours_config("ddpg-adam", bench.Settings(device="cuda"))
+    assert on_cuda.compile is False  # there the preset's cuda_graph is the fast path

@@ -121,9 +121,12 @@ class TrainConfig:
     log_every: int = 1_000
     """Write training scalars to TensorBoard every this many env steps."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False
-    """torch.compile the update's gradient computations (the optimizer steps stay eager):
-    seconds of compilation at start; what it gains per update is in the README's Performance."""
+    compile: bool | Literal["auto"] = False
+    """torch.compile the whole update (critic, actor, optimizer steps, targets) as one graph;
+    where that cannot be (custom networks; VadaGrad, Vprop, AdamExplore, IVON) only the
+    gradient computations. Costs 5-30 s of compilation at the start; what it gains is in the
+    README's Performance. ``auto``: on a CPU, for runs of at least 20,000 updates (compiling
+    does not pay on shorter runs, nor on CUDA, where ``cuda_graph`` is the fast path)."""
     cuda_graph: bool = False
     """Where possible, capture the whole update (critic, actor, targets) as a CUDA graph after
     3 eager updates and replay it: one launch instead of one per operation (Adam: the same

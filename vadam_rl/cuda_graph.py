@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from vadam_rl.buffer import Batch
+from vadam_rl.compiled import compile_wanted
 from vadam_rl.config import TrainConfig
 
 Update = Callable[[Batch], dict[str, Tensor]]
@@ -165,7 +166,7 @@ def why_eager(
         return "cuda_graph=false"
     if device.type != "cuda":
         return f"no CUDA graphs on {device.type}"
-    if config.compile:
+    if compile_wanted(config, device):
         return "compile=true takes precedence"
     if not hand_written:
         return "networks other than the built-in MLPs (autograd update)"

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vadam_rl import backprop, cuda_graph
+from vadam_rl import backprop, compiled, cuda_graph
 from vadam_rl.buffer import Batch
 from vadam_rl.config import TrainConfig
 from vadam_rl.networks import Actor, Critic, polyak_update
@@ -78,11 +78,13 @@ class DDPG:
             "critic": self._manual_critic_gradients,
             "actor": self._manual_actor_gradients,
         }
-        if config.compile:
-            self._gradient_fns = {k: torch.compile(f) for k, f in self._gradient_fns.items()}
         self._online_params = [*critic.parameters(), *actor.parameters()]
         self._target_params = [*self.critic_target.parameters(), *self.actor_target.parameters()]
+        # How _manual_step steps each optimizer (a compiled update replaces them).
+        self._critic_step: compiled.Step = self.critic_optimizer.step
+        self._actor_step: compiled.Step = self.actor_optimizer.step
         self.graphed = self._graphed_update(config)
+        self.compiled = self._compiled_update(config)
 
     def _graphed_update(self, config: TrainConfig) -> cuda_graph.GraphedUpdate | None:
         """The CUDA-graph replay of ``_eager_update`` where ``config.cuda_graph`` can have it;
@@ -101,6 +103,26 @@ class DDPG:
             self._eager_update, prepare=prepare, after_replay=after_replay
         )
 
+    def _compiled_update(self, config: TrainConfig) -> compiled.CompiledUpdate | None:
+        """``_eager_update`` compiled as one graph where ``config.compile`` can have it
+        (``compiled.why_not_whole_update``, kept in ``compile_scope``)."""
+        # Critic first: the update's order (see _graphed_update).
+        optimizers = [self.critic_optimizer, self.actor_optimizer]
+        device = next(self.actor.parameters()).device
+        reason = compiled.why_not_whole_update(config, device, optimizers, self.manual_backprop)
+        if not compiled.compile_wanted(config, device):
+            self.compile_scope = f"none ({reason})"
+        elif reason is not None:
+            self.compile_scope = f"gradients only ({reason})"
+            self._gradient_fns = {k: torch.compile(f) for k, f in self._gradient_fns.items()}
+        else:
+            self.compile_scope = "whole update"
+        if reason is not None or self.graphed is not None:
+            return None
+        update = compiled.CompiledUpdate(self._eager_update, optimizers)
+        self._critic_step, self._actor_step = update.steps
+        return update
+
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """The mean actor's action, (batch, act_dim)."""
@@ -110,6 +132,8 @@ class DDPG:
         """One DDPG step: critic TD regression, actor ascent on Q, Polyak-averaged targets."""
         if self.graphed is not None:
             return self.graphed(batch)
+        if self.compiled is not None:
+            return self.compiled(batch)
         return self._eager_update(batch)
 
     def _eager_update(self, batch: Batch) -> dict[str, Tensor]:
@@ -164,23 +188,23 @@ class DDPG:
 
         # Optimizers call closures under enable_grad (autograd closures need it); these need
         # no graph, so they switch it off again.
+        # set_gradients replaces every .grad, so no zero_grad (which a compiled graph
+        # could not trace either).
         def critic_closure() -> Tensor:
-            self.critic_optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 grads, loss = self._gradient_fns["critic"](batch.obs, batch.actions, target_q)
             backprop.set_gradients(self.layers["critic"], grads)
             return loss
 
-        critic_loss = self.critic_optimizer.step(critic_closure)
+        critic_loss = self._critic_step(critic_closure)
 
         def actor_closure() -> Tensor:
-            self.actor_optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 grads, loss = self._gradient_fns["actor"](batch.obs)
             backprop.set_gradients(self.layers["actor"], grads)
             return loss
 
-        actor_loss = self.actor_optimizer.step(actor_closure)
+        actor_loss = self._actor_step(actor_closure)
         return target_q, critic_loss, actor_loss  # type: ignore[return-value]
 
     # The three pure functions of the hand-written update (``TrainConfig.compile`` compiles
@@ -243,6 +267,8 @@ class DDPG:
             # The loaded param groups may say capturable=False.
             cuda_graph.set_capturable([self.critic_optimizer, self.actor_optimizer])
             self.graphed.reset()
+        if self.compiled is not None:
+            self.compiled.reset()
 
     def policy_state(self) -> dict:
         """The mean policy's weights, in the run directory's policy-file format."""

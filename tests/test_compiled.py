@@ -1,0 +1,176 @@
+"""The compiled update (``TrainConfig.compile``): one graph, the eager update's arithmetic.
+
+References: torch.optim.Adam (the Adam graph step must take its steps) and the eager update
+in float64 (compiling may reassociate floats, nothing more). Each compiled agent costs a
+compilation (seconds), so the networks are tiny and the cases few.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import tensors
+from test_backprop import double_agent, make_batch, make_config
+
+from vadam_rl.compiled import AdamGraphStep, compile_wanted, planned_updates
+from vadam_rl.config import TrainConfig, apply_overrides, load_preset
+from vadam_rl.population.agent import PopulationDDPG
+from vadam_rl.rng import AgentGenerators
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device name needs no GPU
+
+
+def float64_params(seed: int = 0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(4, 3), (4,), (2, 4), (2,)]
+    return [torch.nn.Parameter(torch.randn(s, generator=g, dtype=torch.float64)) for s in shapes]
+
+
+def two_groups(params, **adam):
+    """Two param groups that differ in every hyperparameter the graph step reads."""
+    groups = [
+        {"params": params[:2], "lr": 1e-2, "weight_decay": 0.1},
+        {"params": params[2:], "lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6},
+    ]
+    return torch.optim.Adam(groups, **adam)
+
+
+def gradient_closure(params, step: int):
+    def closure():
+        g = torch.Generator().manual_seed(100 + step)
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=g, dtype=p.dtype)
+        return torch.zeros(())
+
+    return closure
+
+
+def test_adam_graph_step_takes_torch_adams_steps():
+    """Prepared steps (scalars eagerly, arithmetic from tensors) against ``Adam.step``; the
+    first step is Adam's own (it creates the state)."""
+    mine, reference = float64_params(), float64_params()
+    optimizer = two_groups(mine, fused=True)
+    graph_step = AdamGraphStep(optimizer)
+    torch_adam = two_groups(reference, foreach=False)
+    for step in range(8):
+        graph_step.prepare()
+        graph_step.step(gradient_closure(mine, step))
+        torch_adam.step(gradient_closure(reference, step))
+    for p, q in zip(mine, reference, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(
+                optimizer.state[p][key], torch_adam.state[q][key], rtol=1e-12, atol=1e-14
+            )
+    # The gradients did not survive the step: a compiled graph need not output them.
+    assert all(p.grad is None for p in mine)
+
+
+def graph_steps(params, optimizer, graph_step, steps) -> None:
+    for step in steps:
+        graph_step.prepare()
+        graph_step.step(gradient_closure(params, step))
+
+
+def test_adam_graph_step_rereads_the_step_count_after_a_reload():
+    straight = float64_params()
+    optimizer = two_groups(straight, fused=True)
+    graph_steps(straight, optimizer, AdamGraphStep(optimizer), range(6))
+
+    first = float64_params()
+    first_optimizer = two_groups(first, fused=True)
+    graph_steps(first, first_optimizer, AdamGraphStep(first_optimizer), range(3))
+    resumed = [torch.nn.Parameter(p.detach().clone()) for p in first]
+    resumed_optimizer = two_groups(resumed, fused=True)
+    resumed_step = AdamGraphStep(resumed_optimizer)
+    resumed_step.prepare()  # no state yet: nothing to prepare
+    resumed_optimizer.load_state_dict(copy.deepcopy(first_optimizer.state_dict()))
+    resumed_step.reset()
+    graph_steps(resumed, resumed_optimizer, resumed_step, range(3, 6))
+    assert all(torch.equal(p, q) for p, q in zip(resumed, straight, strict=True))
+    assert int(resumed_optimizer.state[resumed[0]]["step"]) == 6
+
+
+def test_adam_graph_step_refuses_what_it_does_not_implement():
+    with pytest.raises(ValueError, match="amsgrad"):
+        AdamGraphStep(torch.optim.Adam(float64_params(), amsgrad=True))
+
+
+def compiled_twins(config: TrainConfig, agents: int = 1):
+    """The same float64 agent twice: eager, and with ``compile=True``."""
+
+    def agent(compile_: bool):
+        cfg = copy.deepcopy(config)
+        cfg.compile = compile_
+        if agents == 1:
+            return double_agent(cfg)
+        singles = [double_agent(cfg, seed=k) for k in range(agents)]
+        gens = AgentGenerators([torch.Generator().manual_seed(3 + k) for k in range(agents)])
+        return PopulationDDPG(singles, cfg, gens)
+
+    return agent(False), agent(True)
+
+
+@pytest.mark.parametrize(("actor_optimizer", "agents"), [("adam", 1), ("vadam", 1), ("vadam", 3)])
+def test_the_compiled_update_is_one_graph_equal_to_the_eager_update(actor_optimizer, agents):
+    """Critic (Adam), actor (Adam, or Vadam with its weight noise), Polyak: one graph."""
+    from torch._dynamo.utils import counters  # no public "what was compiled" query
+
+    eager, compiled = compiled_twins(make_config(actor_optimizer, action_layer=1), agents)
+    assert compiled.compile_scope == "whole update"
+    counters.clear()
+    lead = () if agents == 1 else (agents,)
+    for step in range(8):
+        batch = make_batch(leading=lead, seed=step)
+        got, want = compiled.update(batch), eager.update(batch)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-12)
+    mine, theirs = tensors(compiled.state_dict()), tensors(eager.state_dict())
+    assert mine.keys() == theirs.keys()
+    for key in theirs:
+        torch.testing.assert_close(mine[key], theirs[key], rtol=1e-9, atol=1e-12)
+    assert counters["stats"]["unique_graphs"] == 1  # the first update ran eagerly
+
+
+def test_a_reloaded_compiled_agent_continues_bit_identically():
+    """What a resumed run relies on: after ``load_state_dict`` the next compiled updates are
+    the ones the original agent takes (the reload is compiled from its first update)."""
+    config = make_config("vadam", action_layer=1)
+    config.compile = True
+    original = double_agent(config)
+    for step in range(3):
+        original.update(make_batch(seed=step))
+    resumed = double_agent(config, seed=1)
+    resumed.load_state_dict(copy.deepcopy(original.state_dict()))
+    resumed.actor_optimizer.generator.set_state(original.actor_optimizer.generator.get_state())
+    for step in range(3, 6):
+        got, want = resumed.update(make_batch(seed=step)), original.update(make_batch(seed=step))
+        assert all(torch.equal(got[key], want[key]) for key in want)
+    mine, theirs = tensors(resumed.state_dict()), tensors(original.state_dict())
+    assert all(torch.equal(mine[key], theirs[key]) for key in theirs)
+
+
+def test_optimizers_without_a_graph_step_compile_the_gradients_only():
+    config = make_config("vadagrad", action_layer=1)
+    eager, compiled = compiled_twins(config)
+    assert compiled.compiled is None
+    assert compiled.compile_scope.startswith("gradients only")
+    batch = make_batch()
+    got, want = compiled.update(batch), eager.update(batch)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-12)
+
+
+def test_compile_auto_compiles_long_cpu_runs_only():
+    preset = load_preset("ddpg-adam")  # compile: auto, 3M steps
+    assert preset.compile == "auto"
+    assert compile_wanted(preset, CPU)
+    assert not compile_wanted(preset, CUDA)  # there cuda_graph is the fast path
+    short = apply_overrides(preset, ["total_steps=20000", "learning_starts=1000"])
+    assert planned_updates(short) == 19_000 and not compile_wanted(short, CPU)
+    pendulum = load_preset("ddpg-adam", "Pendulum-v1")  # what the tests train
+    assert not compile_wanted(pendulum, CPU)
+    assert compile_wanted(apply_overrides(pendulum, ["compile=true"]), CUDA)
+    assert not compile_wanted(apply_overrides(preset, ["compile=false"]), CPU)
