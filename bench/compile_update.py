@@ -5,10 +5,10 @@
   backward passes run the compiled backward graphs;
 - **hand-written**: ``DDPG.update`` as the training loop runs it, with the gradients of
   ``vadam_rl.backprop`` (no autograd graph);
-- **hand-written+compile**: the same with ``compile=True`` (its three gradient functions
-  through ``torch.compile``).
+- **hand-written+compile**: the same with ``compile=True``: the whole update (gradients,
+  optimizer steps, Polyak) as one ``torch.compile`` graph (``vadam_rl.compiled``).
 
-The optimizers are the same eager ones everywhere (fused Adam, or Vadam with its closure).
+The first three step the same eager optimizers (fused Adam, or Vadam with its closure).
 The variants take turns in rounds (the machine's speed drifts); prints the median ms per
 update, the first updates' time (compilation), and how far each variant's actor is from the
 autograd one's after the timed updates (they start equal and see the same batches, so only
