@@ -227,6 +227,7 @@ def log_times(run_dir: Path) -> dict[int, float]:
 
 def bench_ours(preset: str, settings: Settings) -> dict:
     """Steps/s of ``train`` between two log points past learning_starts + warmup."""
+    from vadam_rl.compiled import compile_wanted
     from vadam_rl.train import train
 
     config = ours_config(preset, settings)
@@ -236,7 +237,7 @@ def bench_ours(preset: str, settings: Settings) -> dict:
     return {
         **window_rate(times, settings),
         "whole_loop_steps_per_s": summary["steps_per_s"],  # random phase included
-        "compile": bool(config.compile),
+        "compile": compile_wanted(config, torch.device(settings.device)),
         **peak_memory(torch.device(settings.device)),
     }
 

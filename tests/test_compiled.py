@@ -14,7 +14,13 @@ import torch
 from conftest import tensors
 from test_backprop import double_agent, make_batch, make_config
 
-from vadam_rl.compiled import AdamGraphStep, compile_wanted, planned_updates
+from vadam_rl.compiled import (
+    AdamGraphStep,
+    CompiledUpdate,
+    compile_wanted,
+    planned_updates,
+    resolve_auto,
+)
 from vadam_rl.config import TrainConfig, apply_overrides, load_preset
 from vadam_rl.population.agent import PopulationDDPG
 from vadam_rl.rng import AgentGenerators
@@ -96,6 +102,44 @@ def test_adam_graph_step_rereads_the_step_count_after_a_reload():
 def test_adam_graph_step_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="amsgrad"):
         AdamGraphStep(torch.optim.Adam(float64_params(), amsgrad=True))
+    params = float64_params()
+    optimizer = torch.optim.Adam(params[:2])
+    graph_step = AdamGraphStep(optimizer)
+    graph_step.step(gradient_closure(params[:2], 0))  # Adam's own first step
+    optimizer.add_param_group({"params": params[2:]})
+    optimizer.step(gradient_closure(params, 1))  # the groups' step counts now differ
+    with pytest.raises(RuntimeError, match="one step count"):
+        graph_step.prepare()
+
+
+def test_a_failed_compiled_update_leaves_no_step_half_prepared():
+    """A caller that catches the error and goes on gets Adam's steps, none skipped."""
+    params, reference = float64_params(), float64_params()
+    optimizer = torch.optim.Adam(params, lr=0.1)
+    taken = []
+
+    def update(batch):
+        loss = compiled_update.steps[0](gradient_closure(params, len(taken)))
+        taken.append(batch)
+        return {"loss": loss}
+
+    def fails(batch):
+        raise RuntimeError("boom")
+
+    compiled_update = CompiledUpdate(update, [optimizer])
+    compiled_update.compiled = fails  # stands in for a compiled call that raises
+    compiled_update(0)  # no Adam state yet: eager
+    with pytest.raises(RuntimeError, match="boom"):
+        compiled_update(1)
+    compiled_update.compiled = update  # the compiled function, run eagerly
+    compiled_update(2)
+    torch_adam = torch.optim.Adam(reference, lr=0.1, foreach=False)
+    for step in range(2):
+        torch_adam.step(gradient_closure(reference, step))
+    assert taken == [0, 2]
+    for p, q in zip(params, reference, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    assert int(optimizer.state[params[0]]["step"]) == 2
 
 
 def compiled_twins(config: TrainConfig, agents: int = 1):
@@ -163,6 +207,13 @@ def test_optimizers_without_a_graph_step_compile_the_gradients_only():
         torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-12)
 
 
+def test_compile_auto_stays_eager_without_a_cxx_compiler(monkeypatch: pytest.MonkeyPatch):
+    preset = load_preset("ddpg-adam")
+    monkeypatch.setenv("CXX", "no-such-compiler-anywhere")
+    assert not compile_wanted(preset, CPU)
+    assert compile_wanted(apply_overrides(preset, ["compile=true"]), CPU)  # asked for: tried
+
+
 def test_compile_auto_compiles_long_cpu_runs_only():
     preset = load_preset("ddpg-adam")  # compile: auto, 3M steps
     assert preset.compile == "auto"
@@ -174,3 +225,21 @@ def test_compile_auto_compiles_long_cpu_runs_only():
     assert not compile_wanted(pendulum, CPU)
     assert compile_wanted(apply_overrides(pendulum, ["compile=true"]), CUDA)
     assert not compile_wanted(apply_overrides(preset, ["compile=false"]), CPU)
+
+
+def test_a_new_run_saves_what_auto_resolved_to(tmp_path):
+    """So that resuming, or extending with --total-steps, keeps the update's arithmetic."""
+    from vadam_rl.config import load_config_file
+    from vadam_rl.train import train
+
+    long_run = load_preset("ddpg-adam")
+    assert resolve_auto(long_run, CPU).compile is True
+    assert resolve_auto(long_run, CUDA).compile is False
+    config = apply_overrides(
+        load_preset("ddpg-adam", "Pendulum-v1"),
+        ["total_steps=300", "learning_starts=200", "eval_every=0", "eval_episodes=1",
+         "actor.hidden_sizes=[8,8]", "critic.hidden_sizes=[8,8]", "device=cpu"],
+    )  # fmt: skip
+    assert config.compile == "auto"
+    train(config, tmp_path / "run", progress_bar=False)
+    assert load_config_file(tmp_path / "run" / "config.yaml").compile is False

@@ -186,6 +186,8 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
         raise UserError(f"cannot read {path}: {err}") from None
     ignored = {"total_steps", "device"}  # may change between sessions: extend, move to a GPU
     mine, theirs = flat_settings(expected), flat_settings(saved if isinstance(saved, dict) else {})
+    if mine.get("compile") == "auto":  # a run saves what auto resolved to, and keeps it
+        ignored.add("compile")
     differing = [
         f"{key}: {theirs[key]!r} there, {mine[key]!r} here"
         for key in sorted(mine.keys() & theirs.keys() - ignored)

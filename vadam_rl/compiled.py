@@ -16,6 +16,10 @@ recompiles. The compiled update equals the eager one up to float reassociation (
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
+import sys
 import types
 from collections.abc import Callable
 
@@ -44,7 +48,7 @@ class CompiledUpdate:
         # cpp_wrapper: the graph's kernel calls from C++, not Python (5% of the training
         # loop's steps/s on the 2-core CPU, for longer compilation; README, Performance).
         self.compiled = torch.compile(
-            _with_own_code(update), fullgraph=True, options={"cpp_wrapper": True}
+            with_own_code(update), fullgraph=True, options={"cpp_wrapper": True}
         )
         self.adam_steps: list[AdamGraphStep] = []
         self._prepare: list[Callable[[], None]] = []
@@ -71,15 +75,23 @@ class CompiledUpdate:
     def __call__(self, batch: Batch) -> dict[str, Tensor]:
         # Decided before ``prepare``, which creates a Vadam's state.
         ready = all(optimizer.state for optimizer in self.optimizers)
-        for prepare in self._prepare:
-            prepare()
-        metrics = self.compiled(batch) if ready else self.update(batch)
-        for finish in self._finish:  # what the graph's Python side effects may leave undone
-            finish()
+        try:
+            for prepare in self._prepare:
+                prepare()
+            metrics = self.compiled(batch) if ready else self.update(batch)
+        except BaseException:
+            # Leave no step half-prepared for a caller that goes on (Adam re-reads its step
+            # count; a Vadam keeps the count and draws its prepare consumed).
+            for adam_step in self.adam_steps:
+                adam_step.reset()
+            raise
+        finally:
+            for finish in self._finish:  # what the graph's side effects may leave undone
+                finish()
         return metrics
 
 
-def _with_own_code(update: Update) -> Update:
+def with_own_code(update: Update) -> Update:
     """``update`` as a function with a code object of its own.
 
     torch.compile keeps its compiled versions per code object, guarded by the identity of
@@ -123,14 +135,18 @@ class AdamGraphStep:
     def reset(self) -> None:
         """Read the step count from the state again (after ``load_state_dict``)."""
         self.step_count = None
+        self.prepared = False
 
     def prepare(self) -> None:
         groups = self.optimizer.param_groups
         state = self.optimizer.state
         if not state:
             return
-        if self.step_count is None:  # one host read, at the first step or after a reload
-            self.step_count = int(state[groups[0]["params"][0]]["step"])
+        if self.step_count is None:  # host reads, at the first step or after a reload
+            steps = {int(state[p]["step"]) for group in groups for p in group["params"]}
+            if len(steps) != 1:
+                raise RuntimeError(f"the Adam graph step needs one step count, got {steps}")
+            self.step_count = steps.pop()
         if not self.scalars:
             firsts = [group["params"][0] for group in groups]
             self.scalars = [torch.zeros(2, dtype=p.dtype, device=p.device) for p in firsts]
@@ -196,11 +212,29 @@ AUTO_MIN_UPDATES = 20_000
 
 def compile_wanted(config: TrainConfig, device: torch.device) -> bool:
     """``config.compile`` resolved: ``auto`` is true on a CPU for runs of at least
-    ``AUTO_MIN_UPDATES`` updates. It depends on the config only, so a resumed run decides as
-    the run it continues (compiled and eager updates differ in float rounding)."""
+    ``AUTO_MIN_UPDATES`` updates, where inductor finds its C++ compiler. A new run saves the
+    answer (``resolve_auto``): compiled and eager updates differ in float rounding, so a
+    resumed run must take the path of the run it continues."""
     if config.compile != "auto":
         return bool(config.compile)
-    return device.type == "cpu" and planned_updates(config) >= AUTO_MIN_UPDATES
+    long_run = planned_updates(config) >= AUTO_MIN_UPDATES
+    return device.type == "cpu" and long_run and cxx_compiler_found()
+
+
+def resolve_auto(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """``config`` with ``compile: auto`` replaced by what it resolves to, for a new run to
+    save: a resumed or extended run (``--total-steps``) then keeps its update's arithmetic
+    even where ``auto`` would now decide otherwise (another length, no C++ compiler)."""
+    if config.compile != "auto":
+        return config
+    return dataclasses.replace(config, compile=compile_wanted(config, device))
+
+
+def cxx_compiler_found() -> bool:
+    """Whether inductor's C++ compiler for CPU code is on PATH: $CXX, else g++ (clang++ on
+    macOS). Without one, ``auto`` stays eager rather than fail at the first update."""
+    default = "clang++" if sys.platform == "darwin" else "g++"
+    return shutil.which(os.environ.get("CXX", default)) is not None
 
 
 def planned_updates(config: TrainConfig) -> int:

@@ -114,7 +114,9 @@ class DDPG:
             self.compile_scope = f"none ({reason})"
         elif reason is not None:
             self.compile_scope = f"gradients only ({reason})"
-            self._gradient_fns = {k: torch.compile(f) for k, f in self._gradient_fns.items()}
+            self._gradient_fns = {
+                k: torch.compile(compiled.with_own_code(f)) for k, f in self._gradient_fns.items()
+            }
         else:
             self.compile_scope = "whole update"
         if reason is not None or self.graphed is not None:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from vadam_rl import compiled
 from vadam_rl import run_dir as layout
 from vadam_rl.buffer import ReplayBuffer
 from vadam_rl.collector import RolloutCollector, make_vector_env
@@ -328,6 +329,8 @@ def train(
     """
     validate(config)
     run_dir = Path(run_dir)
+    if not resume:
+        config = compiled.resolve_auto(config, resolve_device(config.device))
     run = build_run(config, run_dir)
     if initial_policy is not None:
         load_initial_policy(run.agent, initial_policy)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from vadam_rl import compiled
 from vadam_rl import run_dir as layout
 from vadam_rl.collector import make_vector_env
 from vadam_rl.config import ConfigError, TrainConfig, flat_settings, save_config, to_dict, validate
@@ -247,6 +248,9 @@ def train_population(
         raise ValueError("one run directory per config, at least one")
     for config in configs:
         validate(config)
+    if not resume:
+        device = resolve_device(configs[0].device)
+        configs = [compiled.resolve_auto(config, device) for config in configs]
     check_same_settings(configs)
     check_stackable(configs[0])
     run_dirs = [Path(d) for d in run_dirs]
