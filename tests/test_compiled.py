@@ -243,3 +243,10 @@ def test_a_new_run_saves_what_auto_resolved_to(tmp_path):
     assert config.compile == "auto"
     train(config, tmp_path / "run", progress_bar=False)
     assert load_config_file(tmp_path / "run" / "config.yaml").compile is False
+
+
+def test_a_wrong_compile_value_names_every_accepted_one():
+    from vadam_rl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"true or false.*one of auto"):
+        apply_overrides(load_preset("ddpg-adam"), ["compile=maybe"])

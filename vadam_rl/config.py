@@ -379,7 +379,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+        raise ConfigError("; or ".join(errors) if errors else f"{key}: invalid value {value!r}")
     if origin is Literal:
         if value not in args:
             choices = ", ".join(map(str, args))
