@@ -157,7 +157,9 @@ def compiled_twins(config: TrainConfig, agents: int = 1):
     return agent(False), agent(True)
 
 
-@pytest.mark.parametrize(("actor_optimizer", "agents"), [("adam", 1), ("vadam", 1), ("vadam", 3)])
+# Single-agent Vadam compiled is what the reload test below runs; each case costs a
+# compilation (15-30 s), so the suite keeps two.
+@pytest.mark.parametrize(("actor_optimizer", "agents"), [("adam", 1), ("vadam", 3)])
 def test_the_compiled_update_is_one_graph_equal_to_the_eager_update(actor_optimizer, agents):
     """Critic (Adam), actor (Adam, or Vadam with its weight noise), Polyak: one graph."""
     from torch._dynamo.utils import counters  # no public "what was compiled" query
