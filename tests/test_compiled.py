@@ -252,3 +252,12 @@ def test_a_wrong_compile_value_names_every_accepted_one():
 
     with pytest.raises(ConfigError, match=r"true or false.*one of auto"):
         apply_overrides(load_preset("ddpg-adam"), ["compile=maybe"])
+
+
+def test_the_cli_announces_a_compiled_update(capsys: pytest.CaptureFixture[str]):
+    from vadam_rl.cli import announce_compile
+
+    announce_compile(apply_overrides(load_preset("ddpg-adam"), ["device=cpu"]))
+    assert "compiled (torch.compile" in capsys.readouterr().out
+    announce_compile(apply_overrides(load_preset("ddpg-adam", "Pendulum-v1"), ["device=cpu"]))
+    assert capsys.readouterr().out == ""

@@ -115,6 +115,7 @@ def run_train(args: TrainArgs) -> None:
         run_dir = _new_run_dir(args.log_dir, args.run_name, config)
     make_env(config.env_id).close()  # a bad env fails here, before anything is announced
     print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
+    announce_compile(config)
     summary = train(
         config,
         run_dir,
@@ -166,6 +167,7 @@ def run_population(args: TrainArgs) -> None:
     for run_dir in run_dirs:
         print(f"  {run_dir}")
     print(f"watch them:    tensorboard --logdir {run_dirs[0].parent}")
+    announce_compile(configs[0])  # type: ignore[arg-type]
     summaries = train_population(
         configs,  # type: ignore[arg-type]
         run_dirs,
@@ -204,6 +206,18 @@ def _read_import(args: ImportArgs) -> ImportedPolicy:
     if args.env is None and imported.env_id is None:
         raise UserError(f"{args.model} does not say which env it was trained on: pass --env")
     return imported
+
+
+def announce_compile(config: TrainConfig) -> None:
+    """Say so where the update will be compiled: its first compiled call pauses the run."""
+    from vadam_rl.compiled import compile_wanted
+    from vadam_rl.train import resolve_device
+
+    if compile_wanted(config, resolve_device(config.device)):
+        print(
+            "update:        compiled (torch.compile, once, at the second update: 15-30 s; "
+            "--set compile=false runs it eagerly)"
+        )
 
 
 def _apply_import(imported: ImportedPolicy, config: TrainConfig, env: str | None) -> dict:
