@@ -124,10 +124,10 @@ class TrainConfig:
     compile: bool | Literal["auto"] = False
     """torch.compile the whole update (critic, actor, optimizer steps, targets) as one graph;
     where that cannot be (custom networks; VadaGrad, Vprop, AdamExplore, IVON) only the
-    gradient computations. Costs 5-30 s of compilation at the start; what it gains is in the
-    README's Performance. ``auto``: on a CPU with a C++ compiler (inductor's: $CXX or g++),
-    for runs of at least 20,000 updates (compiling does not pay on shorter runs, nor on
-    CUDA, where ``cuda_graph`` is the fast path)."""
+    gradient computations. Costs 15-30 s of compilation at the start (seconds once cached);
+    what it gains is in the README's Performance. ``auto``: on a CPU with a C++ compiler
+    (inductor's: $CXX or g++), for runs of at least 20,000 updates (compiling does not pay
+    on shorter runs, nor on CUDA, where ``cuda_graph`` is the fast path)."""
     cuda_graph: bool = False
     """Where possible, capture the whole update (critic, actor, targets) as a CUDA graph after
     3 eager updates and replay it: one launch instead of one per operation (Adam: the same
