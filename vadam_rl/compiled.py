@@ -28,6 +28,7 @@ from torch import Tensor
 
 from vadam_rl.buffer import Batch
 from vadam_rl.config import TrainConfig
+from vadam_rl.optim.vadam import step_along_moments, vadam_step_scalars
 
 Update = Callable[[Batch], dict[str, Tensor]]
 Closure = Callable[[], Tensor]
@@ -45,8 +46,8 @@ class CompiledUpdate:
 
     def __init__(self, update: Update, optimizers: list[torch.optim.Optimizer]) -> None:
         self.update = update
-        # cpp_wrapper: the graph's kernel calls from C++, not Python (5% of the training
-        # loop's steps/s on the 2-core CPU, for longer compilation; README, Performance).
+        # cpp_wrapper: the graph's kernels called from C++, not Python (fewer microseconds
+        # per call, for a longer first compilation).
         self.compiled = torch.compile(
             with_own_code(update), fullgraph=True, options={"cpp_wrapper": True}
         )
@@ -152,9 +153,12 @@ class AdamGraphStep:
             self.scalars = [torch.zeros(2, dtype=p.dtype, device=p.device) for p in firsts]
         self.step_count += 1
         for group, scalars in zip(groups, self.scalars, strict=True):
-            beta1, beta2 = group["betas"]
-            scalars[0].fill_(-group["lr"] / (1 - beta1**self.step_count))
-            scalars[1].fill_((1 - beta2**self.step_count) ** 0.5)
+            # Adam's scalars are Vadam's with eps after the bias correction.
+            step_size, bias_correction2_sqrt = vadam_step_scalars(
+                group["betas"], group["lr"], self.step_count, eps_before_bias_correction=False
+            )
+            scalars[0].fill_(step_size)
+            scalars[1].fill_(bias_correction2_sqrt)
         self.prepared = True
 
     def step(self, closure: Closure) -> Tensor:
@@ -184,12 +188,14 @@ class AdamGraphStep:
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        denom = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denom, bias_correction2_sqrt)
-        torch._foreach_add_(denom, group["eps"])
-        update = torch._foreach_div(exp_avgs, denom)
-        torch._foreach_mul_(update, step_size)
-        torch._foreach_add_(params, update)
+        step_along_moments(
+            params,
+            exp_avgs,
+            exp_avg_sqs,
+            step_size=step_size,
+            bias_correction2_sqrt=bias_correction2_sqrt,
+            eps=group["eps"],
+        )
         for p in params:  # no graph outputs for them: inductor can keep them internal
             p.grad = None
 

@@ -286,8 +286,30 @@ def _graph_vadam(
     """``_multi_tensor_vadam`` with the step-dependent scalars read from 0-dim device tensors
     (so a captured graph replays with the current step's values)."""
     _update_moments(params, grads, grad_sqs, exp_avgs, exp_avg_sqs, beta1, beta2, prior_decay)
+    step_along_moments(
+        params,
+        exp_avgs,
+        exp_avg_sqs,
+        step_size=step_size,
+        bias_correction2_sqrt=None if eps_before_bias_correction else bias_correction2_sqrt,
+        eps=eps,
+    )
+
+
+def step_along_moments(
+    params: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    *,
+    step_size: Tensor,
+    bias_correction2_sqrt: Tensor | None,
+    eps: float,
+) -> None:
+    """params += step_size * m / (sqrt(s) / bias_correction2_sqrt + eps), foreach, with the
+    step's scalars read from 0-dim tensors (graph mode; also ``compiled.AdamGraphStep``).
+    ``bias_correction2_sqrt`` None: eps joins sqrt(s) unscaled (already bias-corrected)."""
     denom = torch._foreach_sqrt(exp_avg_sqs)
-    if not eps_before_bias_correction:
+    if bias_correction2_sqrt is not None:
         torch._foreach_div_(denom, bias_correction2_sqrt)
     if eps != 0:
         torch._foreach_add_(denom, eps)
