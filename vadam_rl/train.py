@@ -234,45 +234,60 @@ def write_evaluations(run_dir: Path, rows: list[dict[str, float]]) -> None:
 
 
 class Metrics:
-    """Sums of per-update tensor metrics, read (one host sync) only at log time.
+    """Per-update tensor metrics, summed and checked (one host sync) only at log time.
 
     Metrics are 0-d for one agent, (K,) for a population; ``labels`` name the K agents in
-    the non-finite message. They are stacked into one (metrics, ...) tensor per update, so
-    summing them and tracking the first non-finite step cost a few operations, not a few
-    per metric (this runs once per env step).
+    the non-finite message. Each update's metrics are stacked into one row of a
+    preallocated (updates, metrics, ...) tensor: one operation per update (this runs once
+    per env step, where every dispatched operation costs microseconds); the sums and the
+    search for the first non-finite value wait until someone reads them.
     """
 
     def __init__(self, labels: list[str] | None = None) -> None:
         self.names: list[str] = []
-        self.sums: Tensor | None = None
-        self.first_bad_step: Tensor | None = None  # -1 while finite
-        self.count = 0
+        self.rows: Tensor | None = None
+        self.steps: list[int] = []  # the env step of each row
         self.labels = labels
 
+    @property
+    def count(self) -> int:
+        return len(self.steps)
+
     def add(self, metrics: dict[str, Tensor], step: int) -> None:
-        values = torch.stack(list(metrics.values()))
         names = list(metrics)
-        if self.sums is None or self.first_bad_step is None:
+        if names != self.names:
+            if self.names:  # the stacked rows would be summed under the wrong names
+                raise ValueError(f"the update's metrics changed from {self.names} to {names}")
             self.names = names
-            self.sums = torch.zeros_like(values)
-            self.first_bad_step = torch.full_like(values, -1.0)
-        elif names != self.names:  # the stacked rows would be summed under the wrong names
-            raise ValueError(f"the update's metrics changed from {self.names} to {names}")
-        self.sums += values
-        newly_bad = torch.isfinite(values).logical_not_().logical_and_(self.first_bad_step < 0)
-        self.first_bad_step.masked_fill_(newly_bad, float(step))
-        self.count += 1
+        values = list(metrics.values())
+        if self.rows is None or self.count == len(self.rows):
+            self._grow(values[0])
+        assert self.rows is not None
+        torch.stack(values, out=self.rows[self.count])
+        self.steps.append(step)
+
+    def _grow(self, like: Tensor) -> None:
+        """Room for twice as many rows (1024 to start), keeping the filled ones."""
+        capacity = 2 * len(self.rows) if self.rows is not None else 1024
+        rows = like.new_empty((capacity, len(self.names), *like.shape))
+        if self.rows is not None:
+            rows[: self.count] = self.rows[: self.count]
+        self.rows = rows
 
     def check_finite(self) -> None:
-        if self.first_bad_step is None:
+        if not self.count:
             return
-        for name, first in zip(self.names, self.first_bad_step, strict=True):
-            bad = (first >= 0).reshape(-1)
-            if bool(bad.any()):
-                agent = int(bad.nonzero()[0])
+        assert self.rows is not None
+        bad = self.rows[: self.count].isfinite().logical_not_()  # (updates, metrics, ...)
+        if not bool(bad.any()):
+            return
+        for i, name in enumerate(self.names):
+            bad_by_agent = bad[:, i].reshape(self.count, -1)  # (updates, agents)
+            if bool(bad_by_agent.any()):
+                agent = int(bad_by_agent.any(dim=0).nonzero()[0])
+                row = int(bad_by_agent[:, agent].nonzero()[0])
                 where = f" in {self.labels[agent]}" if self.labels else ""
-                step = int(first.reshape(-1)[agent])
-                raise NonFiniteError(f"{name} became non-finite at step {step}{where}")
+                raise NonFiniteError(f"{name} became non-finite at step {self.steps[row]}{where}")
 
     def pop_means(self) -> dict[str, float]:
         count = self.count
@@ -285,12 +300,12 @@ class Metrics:
         return [{name: v[k] / count for name, v in sums.items()} for k in range(num_agents)]
 
     def _reset(self) -> dict[str, Tensor]:
-        if self.sums is None:
+        if not self.count:
             return {}
-        sums = dict(zip(self.names, self.sums.cpu(), strict=True))  # the one host sync
-        self.sums = torch.zeros_like(self.sums)
-        self.count = 0
-        return sums
+        assert self.rows is not None
+        sums = self.rows[: self.count].sum(dim=0).cpu()  # the one host sync
+        self.steps.clear()
+        return dict(zip(self.names, sums, strict=True))
 
 
 def crossed(before: int, after: int, every: int) -> bool:
