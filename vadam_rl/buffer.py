@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
+
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
+FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 
 
 class Batch(NamedTuple):
@@ -28,7 +32,9 @@ class ReplayBuffer:
 
     Storage is a handful of preallocated tensors on ``device``: no Python object per
     transition, and sampling is one ``randint`` plus one gather per field, with no host round
-    trip. The generator must live on ``device``.
+    trip. The generator must live on ``device``. On a CPU the writes and gathers go through
+    numpy views of the same storage: a numpy assignment or fancy index costs a microsecond or
+    two, a torch dispatch ten times that, and this runs at every env step.
     """
 
     def __init__(
@@ -55,25 +61,40 @@ class ReplayBuffer:
         self.terminated = torch.zeros((*shape, 1), device=self.device)
         self.pos = 0
         self.size = 0
+        # Views, not copies: state_dict / load_state_dict keep working on the tensors.
+        self._arrays: list[np.ndarray] | None = None
+        if self.device.type == "cpu":
+            self._arrays = [getattr(self, name).numpy() for name in FIELDS]
 
     def __len__(self) -> int:
         return self.size
 
     def add(
-        self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor
+        self,
+        obs: Tensor | np.ndarray,
+        actions: Tensor | np.ndarray,
+        rewards: Tensor | np.ndarray,
+        next_obs: Tensor | np.ndarray,
+        terminated: Tensor | np.ndarray,
     ) -> None:
         """Append n transitions: obs/next_obs (n, obs_dim), actions (n, act_dim), rewards and
-        terminated (n,), each behind the ``leading`` dimensions if any. Oldest transitions are
-        overwritten once the buffer is full."""
+        terminated (n,), each behind the ``leading`` dimensions if any; tensors or arrays, of
+        any float or bool dtype (stored as float32). Oldest transitions are overwritten once
+        the buffer is full."""
         n = obs.shape[-2]
-        index: slice | Tensor = slice(self.pos, self.pos + n)
+        index: slice | np.ndarray = slice(self.pos, self.pos + n)
         if self.pos + n > self.capacity:  # wraps around (a slice write is cheaper otherwise)
-            index = (self.pos + torch.arange(n, device=self.device)) % self.capacity
-        self.obs[..., index, :] = obs.to(self.device, torch.float32)
-        self.actions[..., index, :] = actions.to(self.device, torch.float32)
-        self.rewards[..., index, :] = rewards.to(self.device, torch.float32).unsqueeze(-1)
-        self.next_obs[..., index, :] = next_obs.to(self.device, torch.float32)
-        self.terminated[..., index, :] = terminated.to(self.device, torch.float32).unsqueeze(-1)
+            index = (self.pos + np.arange(n)) % self.capacity
+        values = (obs, actions, rewards, next_obs, terminated)
+        if self._arrays is not None:
+            for array, value in zip(self._arrays, values, strict=True):
+                array[..., index, :] = _with_last_dim(_as_array(value), array.ndim)
+        else:
+            if not isinstance(index, slice):
+                index = torch.as_tensor(index, device=self.device)
+            for name, value in zip(FIELDS, values, strict=True):
+                value = torch.as_tensor(value).to(self.device, torch.float32)
+                getattr(self, name)[..., index, :] = _with_last_dim(value, len(self.obs.shape))
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
@@ -84,13 +105,13 @@ class ReplayBuffer:
         index = torch.randint(
             0, self.size, (batch_size,), device=self.device, generator=self.generator
         )
-        return Batch(
-            self.obs[index],
-            self.actions[index],
-            self.rewards[index],
-            self.next_obs[index],
-            self.terminated[index],
-        )
+        return self._gather((index,))
+
+    def _gather(self, index: tuple[Tensor, ...]) -> Batch:
+        if self._arrays is not None:
+            host_index = tuple(i.numpy() for i in index)
+            return Batch(*(torch.from_numpy(array[host_index]) for array in self._arrays))
+        return Batch(*(getattr(self, name)[index] for name in FIELDS))
 
     def state_dict(self) -> dict[str, Tensor | int]:
         """The stored transitions (only the filled part) and the write position."""
@@ -109,9 +130,22 @@ class ReplayBuffer:
         size = int(state["size"])
         if size > self.capacity:
             raise ValueError(f"checkpoint holds {size} transitions, capacity is {self.capacity}")
-        for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+        for name in FIELDS:
             stored = state[name]
             assert isinstance(stored, Tensor)
             getattr(self, name)[:size] = stored.to(self.device)
         self.pos = int(state["pos"])
         self.size = size
+
+
+def _as_array(value: Tensor | np.ndarray) -> np.ndarray:
+    """A host array of ``value`` (a view where it already is one)."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _with_last_dim(value: ArrayT, ndim: int) -> ArrayT:
+    """(..., n) rewards or flags as (..., n, 1), like their storage; fields with a feature
+    dimension as they are."""
+    return value if value.ndim == ndim else value[..., None]

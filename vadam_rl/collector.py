@@ -118,13 +118,7 @@ class RolloutCollector:
             self.action_distance_count += self.num_envs
         action_np = action.cpu().numpy()
         next_obs, reward, terminated, truncated, _ = self.envs.step(self.scaler.to_env(action_np))
-        self.buffer.add(
-            obs,
-            action,
-            torch.as_tensor(reward, dtype=torch.float32),
-            torch.as_tensor(next_obs, dtype=torch.float32),
-            torch.as_tensor(terminated),
-        )
+        self.buffer.add(obs, action, reward, next_obs, terminated)
         self.episode_return += reward
         self.episode_length += 1
         self.obs = next_obs

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from vadam_rl import rng
-from vadam_rl.buffer import Batch, ReplayBuffer
+from vadam_rl.buffer import FIELDS, Batch, ReplayBuffer
 from vadam_rl.config import ConfigError, TrainConfig
 from vadam_rl.ddpg import DDPG
 from vadam_rl.population.stacking import select_agent, stack_modules
@@ -94,14 +94,7 @@ class PopulationBuffer(ReplayBuffer):
         index = rng.randint(
             self.size, (self.num_agents, batch_size), self.generators, device=self.device
         )
-        rows = (self.agent_index, index)
-        return Batch(
-            self.obs[rows],
-            self.actions[rows],
-            self.rewards[rows],
-            self.next_obs[rows],
-            self.terminated[rows],
-        )
+        return self._gather((self.agent_index, index))
 
     def state_dict(self) -> dict[str, Tensor | int]:
         raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
@@ -113,7 +106,7 @@ class PopulationBuffer(ReplayBuffer):
         """Agent ``agent``'s buffer in the single-run format (``ReplayBuffer.state_dict``)."""
         filled = slice(0, self.size)
         state: dict[str, Tensor | int] = {
-            name: getattr(self, name)[agent, filled].cpu().clone() for name in _FIELDS
+            name: getattr(self, name)[agent, filled].cpu().clone() for name in FIELDS
         }
         return {**state, "pos": self.pos, "size": self.size}
 
@@ -123,11 +116,8 @@ class PopulationBuffer(ReplayBuffer):
             raise ValueError(f"checkpoint holds {size} transitions, capacity is {self.capacity}")
         if agent > 0 and (size, pos) != (self.size, self.pos):
             raise ValueError("the agents' replay buffers hold different numbers of transitions")
-        for name in _FIELDS:
+        for name in FIELDS:
             stored = state[name]
             assert isinstance(stored, Tensor)
             getattr(self, name)[agent, :size] = stored.to(self.device)
         self.pos, self.size = pos, size
-
-
-_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")

@@ -76,11 +76,7 @@ class PopulationCollector(RolloutCollector):
         action_np = action.reshape(k * n, self.act_dim).cpu().numpy()
         next_obs, reward, terminated, truncated, _ = self.envs.step(self.scaler.to_env(action_np))
         self.buffer.add(
-            obs,
-            action,
-            torch.as_tensor(reward, dtype=torch.float32).view(k, n),
-            torch.as_tensor(next_obs, dtype=torch.float32).view(k, n, -1),
-            torch.as_tensor(terminated).view(k, n),
+            obs, action, reward.reshape(k, n), next_obs.reshape(k, n, -1), terminated.reshape(k, n)
         )
         self.episode_return += reward
         self.episode_length += 1
