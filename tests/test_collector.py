@@ -1,5 +1,6 @@
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from vadam_rl.buffer import ReplayBuffer
@@ -87,3 +88,38 @@ def test_every_episode_starts_from_its_own_seed():
         expected, _ = env.reset(seed=episode_seed(0, env_index, 0))
         np.testing.assert_allclose(starts[env_index], expected, rtol=1e-6)
     assert episode_seed(0, 0, 1) != episode_seed(0, 0, 0) != episode_seed(1, 0, 0)
+
+
+def test_serial_vector_env_steps_and_resets_like_gymnasiums_sync_vector_env():
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    from vadam_rl.collector import SerialVectorEnv
+    from vadam_rl.envs import make_env
+
+    fns = [lambda: make_env("Pendulum-v1")] * 2
+    ours, theirs = SerialVectorEnv(fns), SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+    assert ours.observation_space == theirs.observation_space
+    assert ours.single_action_space == theirs.single_action_space
+    actions = np.random.default_rng(0).uniform(-2.0, 2.0, (250, 2, 1))
+    for env in (ours, theirs):
+        env.reset(seed=[3, 4])
+    for t, action in enumerate(actions):
+        step, reference = ours.step(action), theirs.step(action)
+        for got, want in zip(step[:4], reference[:4], strict=True):
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype
+        done = np.logical_or(step[2], step[3])
+        if done.any():  # Pendulum truncates both at step 200: reset only the first
+            with pytest.raises(RuntimeError, match="reset first"):
+                ours.step(action)
+            mask = np.array([True, False])
+            got, want = (
+                env.reset(seed=[7, None], options={"reset_mask": mask}) for env in (ours, theirs)
+            )
+            np.testing.assert_array_equal(got[0][0], want[0][0])
+            rest = np.array([False, True])
+            for env in (ours, theirs):
+                env.reset(seed=[None, 8], options={"reset_mask": rest})
+            assert t == 199
+    ours.close()
+    assert ours.closed

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
 from vadam_rl import rng
@@ -30,7 +31,60 @@ def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False) -> V
     fns = [make_one] * num_envs
     if asynchronous:
         return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
-    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+    return SerialVectorEnv(fns)
+
+
+class SerialVectorEnv(VectorEnv):
+    """gymnasium's ``SyncVectorEnv`` with autoreset disabled, minus the per-step infos.
+
+    The collector never reads infos, and batching them (a dict of masked arrays per key,
+    every step) is most of SyncVectorEnv's time beyond the envs' own: 0.21 against 0.13 ms
+    per HalfCheetah step. Observations, rewards and flags are the same arrays (tested
+    against SyncVectorEnv); reset takes a ``reset_mask`` option as SyncVectorEnv does, and an
+    env that ended must be reset before it steps again. ``reset`` still returns infos.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+        super().__init__()
+        self.envs = [make() for make in env_fns]
+        self.num_envs = len(self.envs)
+        self.metadata = dict(self.envs[0].metadata)
+        self.metadata["autoreset_mode"] = AutoresetMode.DISABLED
+        self.render_mode = self.envs[0].render_mode
+        self.single_action_space = self.envs[0].action_space
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.single_observation_space = self.envs[0].observation_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self._obs: list[np.ndarray] = [np.zeros(0)] * self.num_envs
+        self._ended = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed=None, options=None):  # type: ignore[override]
+        options = dict(options or {})
+        mask = options.pop("reset_mask", np.ones(self.num_envs, dtype=bool))
+        seeds = seed if isinstance(seed, list) else [seed] * self.num_envs
+        if isinstance(seed, int):
+            seeds = [seed + i for i in range(self.num_envs)]
+        infos: dict = {}
+        for i in np.flatnonzero(mask):
+            self._obs[i], info = self.envs[i].reset(seed=seeds[i], options=options or None)
+            infos = self._add_info(infos, info, int(i))
+        self._ended[mask] = False
+        return np.stack(self._obs), infos
+
+    def step(self, actions):  # type: ignore[override]
+        if self._ended.any():
+            raise RuntimeError(f"envs {np.flatnonzero(self._ended).tolist()} ended: reset first")
+        rewards = np.zeros(self.num_envs)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        for i, env in enumerate(self.envs):
+            self._obs[i], rewards[i], terminated[i], truncated[i], _ = env.step(actions[i])
+        self._ended = terminated | truncated
+        return np.stack(self._obs), rewards, terminated, truncated, {}
+
+    def close_extras(self, **kwargs) -> None:
+        for env in self.envs:
+            env.close()
 
 
 def episode_seed(seed: int, env_index: int, episode: int) -> int:
