@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -101,3 +102,29 @@ def test_storage_lives_on_the_requested_device():
         torch.zeros(3, 2), torch.zeros(3, 1), torch.zeros(3), torch.zeros(3, 2), torch.zeros(3)
     )
     assert all(t.device.type == "cpu" for t in buffer.sample(4))
+
+
+def test_the_numpy_path_of_cpu_buffers_stores_and_samples_as_the_torch_path():
+    # CPU buffers write and gather through numpy views; CUDA buffers take the torch path,
+    # forced here on a CPU so that CI (no GPU) checks one against the other.
+    def make(torch_path: bool, leading: tuple[int, ...]) -> ReplayBuffer:
+        buffer = ReplayBuffer(7, 3, 2, generator=torch.Generator().manual_seed(0), leading=leading)
+        if torch_path:
+            buffer._arrays = None
+        return buffer
+
+    rng = np.random.default_rng(0)
+    for leading in [(), (2,)]:
+        host, device = make(False, leading), make(True, leading)
+        for _ in range(4):  # 3 transitions at a time: the third add wraps around
+            obs, next_obs = rng.normal(size=(2, *leading, 3, 3))  # float64, as envs give them
+            actions = torch.rand(*leading, 3, 2)
+            rewards, terminated = rng.normal(size=(*leading, 3)), rng.random((*leading, 3)) < 0.5
+            for buffer in (host, device):
+                buffer.add(obs, actions, rewards, next_obs, terminated)
+        for name in ("obs", "actions", "rewards", "next_obs", "terminated"):
+            assert torch.equal(getattr(host, name), getattr(device, name)), name
+        assert host.terminated.sum() > 0
+        if not leading:
+            for got, want in zip(host.sample(5), device.sample(5), strict=True):
+                assert torch.equal(got, want)
