@@ -121,5 +121,10 @@ def test_serial_vector_env_steps_and_resets_like_gymnasiums_sync_vector_env():
             for env in (ours, theirs):
                 env.reset(seed=[None, 8], options={"reset_mask": rest})
             assert t == 199
+    for bad in [np.array([False, False]), np.array([1, 0]), np.array([True])]:
+        with pytest.raises(ValueError, match="reset_mask"):
+            ours.reset(options={"reset_mask": bad})
+    with pytest.raises(ValueError, match="3 seeds for 2 envs"):
+        ours.reset(seed=[1, 2, 3])
     ours.close()
     assert ours.closed

@@ -40,8 +40,9 @@ class SerialVectorEnv(VectorEnv):
     The collector never reads infos, and batching them (a dict of masked arrays per key,
     every step) is most of SyncVectorEnv's time beyond the envs' own: 0.21 against 0.13 ms
     per HalfCheetah step. Observations, rewards and flags are the same arrays (tested
-    against SyncVectorEnv); reset takes a ``reset_mask`` option as SyncVectorEnv does, and an
-    env that ended must be reset before it steps again. ``reset`` still returns infos.
+    against SyncVectorEnv); reset takes a ``reset_mask`` option and seeds as SyncVectorEnv
+    does (and refuses what it refuses), and an env that ended must be reset before it steps
+    again. ``reset`` still returns infos.
     """
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
@@ -61,9 +62,15 @@ class SerialVectorEnv(VectorEnv):
     def reset(self, *, seed=None, options=None):  # type: ignore[override]
         options = dict(options or {})
         mask = options.pop("reset_mask", np.ones(self.num_envs, dtype=bool))
+        if not (isinstance(mask, np.ndarray) and mask.dtype == bool and mask.any()):
+            raise ValueError(f"reset_mask must be a bool array with a True, got {mask!r}")
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
         seeds = seed if isinstance(seed, list) else [seed] * self.num_envs
         if isinstance(seed, int):
             seeds = [seed + i for i in range(self.num_envs)]
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"{len(seeds)} seeds for {self.num_envs} envs")
         infos: dict = {}
         for i in np.flatnonzero(mask):
             self._obs[i], info = self.envs[i].reset(seed=seeds[i], options=options or None)
