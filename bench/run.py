@@ -29,6 +29,7 @@ measurement cannot warm up or slow down the next):
   (``cores // K`` threads each). Aggregate steps/s = K x the per-agent rate.
 
     python bench/run.py --short               # ~2 minutes on a 2-core CPU
+    python bench/run.py --short --rounds 3    # ours and SB3 3 times, alternating: medians
     python bench/run.py --short --population 5    # + K=5 populations vs 5 processes (~15 min)
     python bench/run.py                       # longer, more precise
     python bench/run.py --device cuda --out bench/results/gpu
@@ -67,6 +68,8 @@ PRESETS = ("ddpg-adam", "ddpg-vadam")
 # The parts run in this order, each in its own process; SB3 sits between ours so that a
 # drifting machine load does not favour one side.
 PARTS = ("micro", "ours:ddpg-adam", "sb3", "ours:ddpg-vadam")
+ROUNDS_PARTS = PARTS[1:]
+"""What ``--rounds`` repeats (the micro-benchmarks' timing loops already repeat)."""
 
 
 @dataclasses.dataclass
@@ -496,6 +499,18 @@ def run_part(part: str, settings: Settings) -> dict:
     return result
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median steps/s (the lower one of the middle two for an even count),
+    with every run's rate in ``rounds_steps_per_s``; a single run as it is."""
+    if len(runs) == 1:
+        return runs[0]
+    ranked = sorted(runs, key=lambda run: run["steps_per_s"])
+    return {
+        **ranked[(len(ranked) - 1) // 2],
+        "rounds_steps_per_s": [run["steps_per_s"] for run in runs],
+    }
+
+
 def spawn_part(part: str, settings: Settings) -> dict:
     """``run_part`` in a fresh interpreter; its JSON comes back through a temporary file."""
     with tempfile.TemporaryDirectory(prefix="vadam-bench-") as tmp:
@@ -623,6 +638,7 @@ def markdown(result: dict) -> str:
         f"| compute bound | {bound['updates_per_s']:.0f} | | {1e3 / bound['updates_per_s']:.2f} "
         f"| | | | | 100% | | |"
     )
+    lines += _rounds_lines(rows)
     lines += _population_lines(result)
     lines += [
         "",
@@ -633,6 +649,21 @@ def markdown(result: dict) -> str:
         f"acting, noise, buffer writes, Python.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _rounds_lines(rows: list[tuple[str, dict]]) -> list[str]:
+    if "rounds_steps_per_s" not in rows[0][1]:
+        return []
+    rates = [
+        f"{name} {', '.join(f'{rate:.0f}' for rate in row['rounds_steps_per_s'])}"
+        for name, row in rows
+    ]
+    count = len(rows[0][1]["rounds_steps_per_s"])
+    return [
+        "",
+        f"Each row is the median of {count} rounds, run alternating "
+        f"(steps/s per round: {'; '.join(rates)}).",
+    ]
 
 
 def _compile_note(result: dict) -> str:
@@ -693,6 +724,13 @@ def parse_args() -> argparse.Namespace:
         help="timed training steps per run (scales the other budgets too)",
     )
     parser.add_argument("--learning-starts", type=int, default=1000)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run ours and SB3 this many times, alternating, and report each one's median run "
+        "(a machine whose speed drifts by 10%% within minutes needs 3 or more)",
+    )
     parser.add_argument(
         "--compile",
         choices=["preset", "true", "false"],
@@ -789,8 +827,13 @@ def main() -> None:
         parts[name] = run()
         (args.out / "parts.json").write_text(json.dumps(parts, indent=2) + "\n")
 
-    for part in PARTS:
-        measure(part, lambda part=part: spawn_part(part, settings))
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be >= 1")
+    runs: dict[str, list[dict]] = {part: [] for part in PARTS}
+    for round_ in range(args.rounds):
+        for part in PARTS if round_ == 0 else ROUNDS_PARTS:
+            runs[part].append(spawn_part(part, settings))
+            measure(part, lambda part=part: median_run(runs[part]))
     for preset in PRESETS if args.population else ():
         key = f"{preset}:{args.population}"
         measure(f"population:{key}", lambda key=key: spawn_part(f"population:{key}", settings))

@@ -139,3 +139,17 @@ def test_ours_runs_the_presets_compile_choice_for_their_own_length():
         assert forced.compile is False
     on_cuda = bench.ours_config("ddpg-adam", bench.Settings(device="cuda"))
     assert on_cuda.compile is False  # there the preset's cuda_graph is the fast path
+
+
+def test_rounds_report_the_median_run_with_every_rounds_rate():
+    bench = load_bench()
+    runs = [
+        {"steps_per_s": rate, "run": name} for rate, name in [(120, "a"), (100, "b"), (140, "c")]
+    ]
+    median = bench.median_run(runs)
+    assert median["run"] == "a" and median["rounds_steps_per_s"] == [120, 100, 140]
+    assert bench.median_run(runs[:2])["run"] == "b"  # the lower of the middle two
+    assert bench.median_run(runs[:1]) == runs[0]  # one round: the run as it is
+    (note,) = bench._rounds_lines([("ours ddpg-adam", median), ("SB3 DDPG", median)])[1:]
+    assert "median of 3 rounds" in note and "ours ddpg-adam 120, 100, 140" in note
+    assert bench._rounds_lines([("SB3 DDPG", runs[0])]) == []
