@@ -33,8 +33,8 @@ class ReplayBuffer:
     Storage is a handful of preallocated tensors on ``device``: no Python object per
     transition, and sampling is one ``randint`` plus one gather per field, with no host round
     trip. The generator must live on ``device``. On a CPU the writes and gathers go through
-    numpy views of the same storage: a numpy assignment or fancy index costs a microsecond or
-    two, a torch dispatch ten times that, and this runs at every env step.
+    numpy views of the same storage: a numpy assignment or fancy index on a few hundred
+    floats costs less than a torch operator's dispatch, and this runs at every env step.
     """
 
     def __init__(
