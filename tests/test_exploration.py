@@ -52,7 +52,8 @@ def test_posterior_behaviour_differs_from_the_mean_actor_which_stays_untouched()
     with torch.no_grad():
         step = posterior(actor, optimizer).act(OBS)
     assert mean_distance(step) > 1e-3
-    torch.testing.assert_close(step.mean, actor(OBS).detach(), rtol=0, atol=0)
+    # acting runs in numpy on a CPU (vadam_rl.host_actor): another BLAS, float32 rounding
+    torch.testing.assert_close(step.mean, actor(OBS).detach(), rtol=0, atol=1e-6)
     assert all(torch.equal(p, b) for p, b in zip(actor.parameters(), before, strict=True))
 
 

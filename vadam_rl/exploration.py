@@ -3,6 +3,7 @@
 Every strategy answers ``act(obs)`` with the behaviour action *and* the mean actor's action
 (so the loop can log how far exploration moves the policy), hears ``on_episode_end(done)``,
 and saves its state for exact resume. Methods differ here, not in a forked training loop.
+Their forward passes go through ``acting_forward`` (numpy on a CPU, ``vadam_rl.host_actor``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from vadam_rl import rng
 from vadam_rl.config import ExplorationConfig
+from vadam_rl.host_actor import acting_forward
 from vadam_rl.optim.base import VariationalOptimizer
 from vadam_rl.rng import Generators
 
@@ -41,9 +43,10 @@ class NoExploration:
 
     def __init__(self, actor: nn.Module) -> None:
         self.actor = actor
+        self.forward = acting_forward(actor)
 
     def act(self, obs: Tensor) -> ExplorationStep:
-        action = self.actor(obs)
+        action = self.forward(obs)
         return ExplorationStep(action, action)
 
     def on_episode_end(self, done: Tensor) -> None:
@@ -61,11 +64,12 @@ class GaussianActionNoise:
 
     def __init__(self, actor: nn.Module, sigma: float, generator: Generators) -> None:
         self.actor = actor
+        self.forward = acting_forward(actor)
         self.sigma = sigma
         self.generator = generator
 
     def act(self, obs: Tensor) -> ExplorationStep:
-        mean = self.actor(obs)
+        mean = self.forward(obs)
         noise = rng.randn(mean.shape, self.generator, device=mean.device)
         return ExplorationStep((mean + self.sigma * noise).clamp(-1.0, 1.0), mean)
 
@@ -85,13 +89,14 @@ class OrnsteinUhlenbeckNoise:
 
     def __init__(self, actor: nn.Module, sigma: float, theta: float, generator: Generators) -> None:
         self.actor = actor
+        self.forward = acting_forward(actor)
         self.sigma = sigma
         self.theta = theta
         self.generator = generator
         self.state: Tensor | None = None
 
     def act(self, obs: Tensor) -> ExplorationStep:
-        mean = self.actor(obs)
+        mean = self.forward(obs)
         if self.state is None:
             self.state = torch.zeros_like(mean)
         eps = rng.randn(mean.shape, self.generator, device=mean.device)
@@ -138,6 +143,8 @@ class PosteriorSampling:
         self.resample_every = resample_every
         self.reuse_draw_in_update = reuse_draw_in_update
         self.behaviour_actor = copy.deepcopy(actor).requires_grad_(False)
+        self.forward = acting_forward(actor)
+        self.behaviour_forward = acting_forward(self.behaviour_actor)
         self.steps_since_draw = 0
         self.needs_draw = True
 
@@ -151,7 +158,7 @@ class PosteriorSampling:
             self.steps_since_draw = 0
             self.needs_draw = False
         self.steps_since_draw += 1
-        return ExplorationStep(self.behaviour_actor(obs), self.actor(obs))
+        return ExplorationStep(self.behaviour_forward(obs), self.forward(obs))
 
     def on_episode_end(self, done: Tensor) -> None:
         # One draw serves all envs, so with resample_every=0 a new draw comes when any ends.
