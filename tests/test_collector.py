@@ -5,7 +5,7 @@ import torch
 
 from vadam_rl.buffer import ReplayBuffer
 from vadam_rl.collector import RolloutCollector, episode_seed, make_vector_env
-from vadam_rl.exploration import NoExploration
+from vadam_rl.exploration import GaussianActionNoise, NoExploration
 from vadam_rl.networks import Actor
 
 
@@ -77,6 +77,36 @@ def test_vector_envs_write_one_transition_per_env_per_step():
     collector = collector_for("Pendulum-v1", num_envs=3)
     collector.collect(10)
     assert len(collector.buffer) == 30
+
+
+class Recording:
+    """An exploration that keeps every step it answers."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.steps = inner, []
+
+    def act(self, obs):
+        self.steps.append(self.inner.act(obs))
+        return self.steps[-1]
+
+    def on_episode_end(self, done) -> None:
+        self.inner.on_episode_end(done)
+
+
+def test_action_distance_is_the_mean_gap_between_behaviour_and_mean_actions():
+    collector = collector_for("Pendulum-v1", num_envs=3)
+    actor = collector.exploration.actor
+    noise = GaussianActionNoise(actor, sigma=0.3, generator=torch.Generator().manual_seed(1))
+    collector.exploration = recording = Recording(noise)
+    collector.collect(20)
+    gaps = [(s.behaviour.double() - s.mean.double()).norm(dim=-1) for s in recording.steps]
+    expected = torch.cat(gaps).mean().item()
+    assert expected > 0.1
+    assert collector.pop_action_distance().item() == pytest.approx(expected, rel=1e-5)
+    assert collector.pop_action_distance() is None  # reset by the read
+    # the stored actions are the behaviour's
+    stored = collector.buffer.actions[:60].reshape(20, 3, -1)
+    assert torch.equal(stored, torch.stack([s.behaviour for s in recording.steps]))
 
 
 def test_every_episode_starts_from_its_own_seed():
