@@ -153,3 +153,13 @@ def test_rounds_report_the_median_run_with_every_rounds_rate():
     (note,) = bench._rounds_lines([("ours ddpg-adam", median), ("SB3 DDPG", median)])[1:]
     assert "median of 3 rounds" in note and "ours ddpg-adam 120, 100, 140" in note
     assert bench._rounds_lines([("SB3 DDPG", runs[0])]) == []
+
+
+def test_population_matmuls_prints_a_rate_per_number_of_agents():
+    script = BENCH.parent / "population_matmuls.py"
+    command = [sys.executable, str(script), "--agents", "1", "3", "--calls", "1", "--repeats", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=cli_env())
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["1", "3"]
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
