@@ -28,9 +28,22 @@ def test_numpy_forward_equals_the_actor_in_float64():
 
 def test_numpy_forward_equals_the_actor_in_float32_up_to_rounding():
     actor = Actor(5, 3, [400, 300], final_layer_init=0.5)
-    action = acting_forward(actor)(OBS)
-    assert action.dtype == torch.float32 and action.shape == (7, 3)
-    torch.testing.assert_close(action.double(), reference(actor, OBS), rtol=0, atol=1e-5)
+    forward = acting_forward(actor)
+    action = forward(OBS[:2])
+    assert action.dtype == torch.float32 and action.shape == (2, 3)
+    torch.testing.assert_close(action.double(), reference(actor, OBS[:2]), rtol=0, atol=1e-5)
+
+
+def test_batches_too_big_for_one_blas_thread_go_through_the_module():
+    actor = Actor(5, 3, [400, 300])
+    forward = acting_forward(actor)
+    calls = []
+    actor.register_forward_hook(lambda *args: calls.append(1))  # after: numpy won't call it
+    forward(OBS[:2])  # 2 x 400 x 300 multiply-adds: below 2^18
+    assert calls == []
+    with torch.no_grad():
+        assert torch.equal(forward(OBS[:3]), actor(OBS[:3]))
+    assert len(calls) == 2
 
 
 def test_in_place_writes_show_through_and_replaced_storage_is_noticed():

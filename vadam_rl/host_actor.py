@@ -9,6 +9,12 @@ through; a parameter whose storage was replaced is noticed and its view rebuilt.
 
 Same operations as ``Actor.forward`` in the parameters' dtype; the matmuls go through numpy's
 BLAS instead of torch's, so outputs agree up to float rounding (tested in float64).
+
+Only small products: OpenBLAS (numpy's bundled BLAS) computes a matrix product of up to
+about ``SINGLE_THREAD_WORK`` multiply-adds on the calling thread and hands bigger ones to
+worker threads of its own, which would compete with torch's for the cores; a batch that makes
+any layer bigger goes through the module. Hooks added to the actor after this was built are
+not seen (as in the hand-written update, ``vadam_rl.backprop``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from vadam_rl.backprop import layers_of
+
+SINGLE_THREAD_WORK = 2**18
+"""Most multiply-adds (rows x in x out) of one layer that acting hands to numpy."""
 
 
 class HostActor:
@@ -30,12 +39,13 @@ class HostActor:
     def __init__(self, actor: nn.Module, linears: tuple[nn.Module, ...]) -> None:
         self.actor = actor
         self.params: list[Tensor] = [p for layer in linears for p in (layer.weight, layer.bias)]
+        self.max_rows = SINGLE_THREAD_WORK // max(layer.weight.numel() for layer in linears)
         self._addresses: list[int] = []
         self._arrays: list[np.ndarray] | None = None
 
     def __call__(self, obs: Tensor) -> Tensor:
         weights = self._views()
-        if weights is None:  # the actor has left the CPU since
+        if weights is None or obs.shape[0] > self.max_rows:  # off the CPU since, or too big
             return self.actor(obs)
         x = obs.numpy().astype(weights[0].dtype, copy=False)
         last = len(weights) // 2 - 1
