@@ -29,7 +29,7 @@ measurement cannot warm up or slow down the next):
   (``cores // K`` threads each). Aggregate steps/s = K x the per-agent rate.
 
     python bench/run.py --short               # ~2 minutes on a 2-core CPU
-    python bench/run.py --short --rounds 3    # ours and SB3 3 times, alternating: medians
+    python bench/run.py --short --rounds 3    # every part 3 times, alternating: medians
     python bench/run.py --short --population 5    # + K=5 populations vs 5 processes (~15 min)
     python bench/run.py                       # longer, more precise
     python bench/run.py --device cuda --out bench/results/gpu
@@ -68,8 +68,8 @@ PRESETS = ("ddpg-adam", "ddpg-vadam")
 # The parts run in this order, each in its own process; SB3 sits between ours so that a
 # drifting machine load does not favour one side.
 PARTS = ("micro", "ours:ddpg-adam", "sb3", "ours:ddpg-vadam")
-ROUNDS_PARTS = PARTS[1:]
-"""What ``--rounds`` repeats (the micro-benchmarks' timing loops already repeat)."""
+"""What ``--rounds`` repeats, in this order: the micro-benchmarks (update alone, env alone,
+the bound's matmuls) too, since one slow minute would otherwise set every "vs bound"."""
 
 
 @dataclasses.dataclass
@@ -511,6 +511,24 @@ def median_run(runs: list[dict]) -> dict:
     }
 
 
+def median_micro(runs: list[dict]) -> dict:
+    """The micro part over rounds: every timing's own median (the lower middle one for an
+    even count), with the number of rounds; a single run as it is. Each field of the bound
+    grows with the same matmul speed, so its medians come from one round."""
+    if len(runs) == 1:
+        return runs[0]
+    return {**_median_leaves(runs), "rounds": len(runs)}
+
+
+def _median_leaves(values: list):
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: _median_leaves([value[key] for value in values]) for key in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median_low(values)
+    return first
+
+
 def spawn_part(part: str, settings: Settings) -> dict:
     """``run_part`` in a fresh interpreter; its JSON comes back through a temporary file."""
     with tempfile.TemporaryDirectory(prefix="vadam-bench-") as tmp:
@@ -582,6 +600,7 @@ def assemble(parts: dict[str, dict], settings: Settings, mode: str) -> dict:
             "timed_from_step": settings.timed_from,
         },
         "env_alone": {"steps_per_s": micro["env_steps_per_s"]},
+        "micro_rounds": micro.get("rounds", 1),
         "bound": bound,
         "sb3": sb3,
         "ours": {},
@@ -646,7 +665,7 @@ def markdown(result: dict) -> str:
         f"({bound['matmuls_per_update']} matmuls) at {bound['matmul_gflops']:.1f} GFLOP/s "
         f"(torch.mm at the update's shapes; {bound['peak_gflops_100x400x300']:.1f} GFLOP/s at "
         f"100x400x300). Env alone: {env_rate:.0f} steps/s. Rest = loop - update - env: "
-        f"acting, noise, buffer writes, Python.",
+        f"acting, noise, buffer writes, Python.{_micro_rounds_note(result)}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -664,6 +683,13 @@ def _rounds_lines(rows: list[tuple[str, dict]]) -> list[str]:
         f"Each row is the median of {count} rounds, run alternating "
         f"(steps/s per round: {'; '.join(rates)}).",
     ]
+
+
+def _micro_rounds_note(result: dict) -> str:
+    rounds = result.get("micro_rounds", 1)
+    return (
+        f" Update alone, env alone and the bound: medians of {rounds} rounds." if rounds > 1 else ""
+    )
 
 
 def _compile_note(result: dict) -> str:
@@ -830,10 +856,11 @@ def main() -> None:
     if args.rounds < 1:
         raise SystemExit("--rounds must be >= 1")
     runs: dict[str, list[dict]] = {part: [] for part in PARTS}
-    for round_ in range(args.rounds):
-        for part in PARTS if round_ == 0 else ROUNDS_PARTS:
+    for _ in range(args.rounds):
+        for part in PARTS:
             runs[part].append(spawn_part(part, settings))
-            measure(part, lambda part=part: median_run(runs[part]))
+            combine = median_micro if part == "micro" else median_run
+            measure(part, lambda part=part, combine=combine: combine(runs[part]))
     for preset in PRESETS if args.population else ():
         key = f"{preset}:{args.population}"
         measure(f"population:{key}", lambda key=key: spawn_part(f"population:{key}", settings))

@@ -163,3 +163,22 @@ def test_population_matmuls_prints_a_rate_per_number_of_agents():
     rows = [line.split() for line in done.stdout.splitlines()[2:]]
     assert [row[0] for row in rows] == ["1", "3"]
     assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
+
+
+def test_rounds_take_each_micro_benchmarks_own_median():
+    bench = load_bench()
+
+    def micro(env: float, gflops: float, adam: float) -> dict:
+        bound = {"matmul_gflops": gflops, "updates_per_s": gflops * 2, "matmuls_per_update": 33}
+        return {"env_steps_per_s": env, "bound": bound, "update_per_s": {"ddpg-adam": adam}}
+
+    runs = [micro(9000, 40.0, 150), micro(8000, 50.0, 170), micro(7000, 45.0, 110)]
+    median = bench.median_micro(runs)
+    assert median["env_steps_per_s"] == 8000 and median["update_per_s"]["ddpg-adam"] == 150
+    assert median["bound"] == {
+        "matmul_gflops": 45.0,
+        "updates_per_s": 90.0,
+        "matmuls_per_update": 33,
+    }
+    assert median["rounds"] == 3
+    assert bench.median_micro(runs[:1]) == runs[0]
