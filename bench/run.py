@@ -513,8 +513,9 @@ def median_run(runs: list[dict]) -> dict:
 
 def median_micro(runs: list[dict]) -> dict:
     """The micro part over rounds: every timing's own median (the lower middle one for an
-    even count), with the number of rounds; a single run as it is. Each field of the bound
-    grows with the same matmul speed, so its medians come from one round."""
+    even count), with the number of rounds; a single run as it is. The bound's
+    ``matmul_gflops`` and ``updates_per_s`` grow with the same timing, so their medians come
+    from one round; the other timings' may come from others."""
     if len(runs) == 1:
         return runs[0]
     return {**_median_leaves(runs), "rounds": len(runs)}
