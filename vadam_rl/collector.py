@@ -134,7 +134,7 @@ class RolloutCollector:
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.recent_lengths: deque[int] = deque(maxlen=100)
         self.episodes_finished = 0
-        self.action_distance_sum = torch.zeros((), device=device)
+        self.action_distance_sum = self._no_distance()
         self.action_distance_count = 0
         self.obs: np.ndarray | None = None
 
@@ -188,6 +188,11 @@ class RolloutCollector:
         if done.any():
             self._end_episodes(done)
 
+    def _no_distance(self) -> Tensor | float:
+        # A Python float on a CPU: adding to it costs nothing; a device tensor elsewhere, so
+        # accumulating never waits for the device.
+        return 0.0 if self.device.type == "cpu" else torch.zeros((), device=self.device)
+
     def _action_distance(self, step: ExplorationStep) -> Tensor | float:
         """sum over envs of ||a_behaviour - a_mean||_2; on a CPU in numpy (the four torch
         operations cost more than the arithmetic), elsewhere on the device (no sync)."""
@@ -209,8 +214,8 @@ class RolloutCollector:
         """Mean ||a_behaviour - a_mean||_2 since the last call (None if no policy steps)."""
         if self.action_distance_count == 0:
             return None
-        mean = self.action_distance_sum / self.action_distance_count
-        self.action_distance_sum = torch.zeros((), device=self.device)
+        mean = torch.as_tensor(self.action_distance_sum / self.action_distance_count)
+        self.action_distance_sum = self._no_distance()
         self.action_distance_count = 0
         return mean
 
