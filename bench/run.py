@@ -755,8 +755,9 @@ def parse_args() -> argparse.Namespace:
         "--rounds",
         type=int,
         default=1,
-        help="run ours and SB3 this many times, alternating, and report each one's median run "
-        "(a machine whose speed drifts by 10%% within minutes needs 3 or more)",
+        help="run every part this many times, alternating; report ours' and SB3's median runs "
+        "and each micro-benchmark's median (a machine whose speed drifts by 10%% within "
+        "minutes needs 3 or more)",
     )
     parser.add_argument(
         "--compile",
