@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from vadam_rl.cli import main, parse_seeds
 from vadam_rl.config import ConfigError, TrainConfig, apply_overrides, load_preset
 from vadam_rl.population import train_population
 from vadam_rl.population.stacking import StackedLinear, select_agent, stack_agents, stack_modules
-from vadam_rl.train import read_evaluations, train
+from vadam_rl.train import NonFiniteError, read_evaluations, train
 
 SEEDS = [0, 1, 2]
 
@@ -127,6 +128,90 @@ def test_an_agent_of_a_population_resumes_as_a_single_run(tmp_path: Path):
     summary = train(small_config("ddpg-adam", 1, 1_000), dirs[1], resume=True, progress_bar=False)
     assert summary["total_steps"] == 1_000
     assert [row["step"] for row in read_evaluations(dirs[1])] == [600, 800, 1000]
+
+
+def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_path: Path):
+    # A population's K checkpoints are written as checkpoint.pending.pt and renamed over the
+    # old ones only once all K exist. A kill while writing leaves pending files and only old
+    # checkpoints (the save is dropped); a kill while renaming leaves some runs renamed (the
+    # save is completed). Either way the runs resume together, exactly.
+    straight = [tmp_path / f"straight{s}" for s in SEEDS[:2]]
+    train_population(
+        [small_config("ddpg-adam", s, 1_000) for s in SEEDS[:2]], straight, progress_bar=False
+    )
+    dirs = [tmp_path / f"run{s}" for s in SEEDS[:2]]
+    train_population(
+        [small_config("ddpg-adam", s, 600) for s in SEEDS[:2]], dirs, progress_bar=False
+    )
+    old = [(d / "checkpoint.pt").read_bytes() for d in dirs]
+    train_population(
+        [small_config("ddpg-adam", s, 800) for s in SEEDS[:2]],
+        dirs,
+        resume=True,
+        progress_bar=False,
+    )
+    assert not any((d / "checkpoint.pending.pt").exists() for d in dirs)
+    new = [(d / "checkpoint.pt").read_bytes() for d in dirs]
+    killed = {  # (checkpoint.pt, checkpoint.pending.pt) of each run -> the step resumed from
+        "while_writing": ([(old[0], new[0]), (old[1], None)], 600),
+        "while_renaming": ([(new[0], None), (old[1], new[1])], 800),
+    }
+    for case, (files, resumed_from) in killed.items():
+        runs = [tmp_path / case / d.name for d in dirs]
+        for src, run, (current, pending) in zip(dirs, runs, files, strict=True):
+            shutil.copytree(src, run)
+            (run / "checkpoint.pt").write_bytes(current)
+            if pending is not None:
+                (run / "checkpoint.pending.pt").write_bytes(pending)
+        rest = [small_config("ddpg-adam", s, 1_000) for s in SEEDS[:2]]
+        train_population(rest, runs, resume=True, progress_bar=False)
+        for a, b in zip(straight, runs, strict=True):
+            assert not (b / "checkpoint.pending.pt").exists()
+            left, right = tensors(checkpoint(a)["agent"]), tensors(checkpoint(b)["agent"])
+            assert all(torch.equal(left[k], right[k]) for k in left), case
+            # Evaluations after the step resumed from were dropped and redone.
+            steps = [row["step"] for row in read_evaluations(b)]
+            assert steps == sorted({600, resumed_from, 1000}), (case, steps)
+
+
+def test_save_together_writes_no_checkpoint_unless_it_can_write_all(tmp_path: Path):
+    from vadam_rl.population.checkpoints import save_together
+    from vadam_rl.train import build_run, save_checkpoint
+
+    runs = [build_run(small_config("ddpg-adam", s), tmp_path / f"run{s}") for s in SEEDS[:2]]
+    runs[0].run_dir.mkdir()
+    save_checkpoint(runs[0])  # the last good checkpoint, at step 0
+    runs[1].run_dir.write_text("")  # a file where run 1's directory should be: its save fails
+    for run in runs:
+        run.progress.step = 400
+    with pytest.raises(OSError):
+        save_together(runs)
+    assert sorted(p.name for p in runs[0].run_dir.iterdir()) == ["checkpoint.pt"]
+    assert checkpoint(runs[0].run_dir)["progress"]["step"] == 0
+
+
+def test_a_non_finite_agent_stops_the_population_and_says_how_the_others_go_on(
+    tmp_path: Path,
+):
+    dirs = [tmp_path / f"run{s}" for s in SEEDS[:2]]
+    train_population(
+        [small_config("ddpg-adam", s, 400) for s in SEEDS[:2]], dirs, progress_bar=False
+    )
+    state = checkpoint(dirs[1])
+    for weight in state["agent"]["critic"].values():
+        weight.mul_(1e20)  # agent 1's Q values overflow float32 at its first update
+    torch.save(state, dirs[1] / "checkpoint.pt")
+    longer = [
+        apply_overrides(small_config("ddpg-adam", s, 800), ["log_every=100"]) for s in SEEDS[:2]
+    ]
+    with pytest.raises(NonFiniteError) as caught:
+        train_population(longer, dirs, resume=True, progress_bar=False)
+    message = str(caught.value)
+    assert f"critic_loss became non-finite at step 401 in {dirs[1]}" in message
+    assert message.endswith(f"the other runs continue with: vadam-rl train --resume {dirs[0]}")
+    assert [checkpoint(d)["progress"]["step"] for d in dirs] == [400, 400]
+    summary = train(longer[0], dirs[0], resume=True, progress_bar=False)  # the hint, followed
+    assert summary["total_steps"] == 800
 
 
 def test_population_refuses_runs_that_differ_in_more_than_the_seed(tmp_path: Path):

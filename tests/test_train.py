@@ -88,12 +88,14 @@ def test_vector_envs_that_never_end_episodes_together_still_get_checkpoints(tmp_
 def test_metrics_sum_per_metric_and_name_the_first_non_finite_step_and_agent():
     from vadam_rl.train import Metrics, NonFiniteError
 
-    metrics = Metrics(labels=["run_s0", "run_s1"])
+    metrics = Metrics(labels=["run_s0", "run_s1", "run_s2"])
     for step in range(1, 6):
         bad = float("nan") if step >= 4 else 1.0
-        metrics.add({"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([1.0, bad])}, step)
-    with pytest.raises(NonFiniteError, match="b became non-finite at step 4 in run_s1"):
+        late = float("inf") if step == 5 else 3.0
+        metrics.add({"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([1.0, bad, late])}, step)
+    with pytest.raises(NonFiniteError, match="b became non-finite at step 4 in run_s1") as caught:
         metrics.check_finite()
+    assert caught.value.runs == ("run_s1", "run_s2")  # every agent that went non-finite
     finite = Metrics()
     for step in range(1, 5):
         finite.add({"a": torch.tensor(float(step)), "b": torch.tensor(2.0)}, step)

@@ -30,6 +30,7 @@ import torch
 CONFIG = "config.yaml"
 EVALUATIONS = "evaluations.csv"
 CHECKPOINT = "checkpoint.pt"
+PENDING_CHECKPOINT = "checkpoint.pending.pt"  # a population save not yet committed
 POLICIES = "policies"
 BEST_POLICY = "best.pt"
 LAST_POLICY = "last.pt"

@@ -15,7 +15,7 @@ import signal
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,15 @@ CHECKPOINT_FORMAT = 1
 
 
 class NonFiniteError(RuntimeError):
-    """A loss or weight became NaN/inf; the last good checkpoint is kept."""
+    """A loss or weight became NaN/inf; the last good checkpoint is kept.
+
+    ``runs``: in a population, the labels (run directories) of the agents that went
+    non-finite, so the message can say how the others continue.
+    """
+
+    def __init__(self, message: str, runs: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.runs = tuple(runs)
 
 
 class Interrupted(Exception):
@@ -125,8 +133,9 @@ def build_run(config: TrainConfig, run_dir: Path) -> Run:
 # ------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(run: Run) -> None:
-    """Atomically write everything needed for an exact resume (refuses non-finite weights)."""
+def save_checkpoint(run: Run, path: Path | None = None) -> None:
+    """Atomically write everything needed for an exact resume (refuses non-finite weights),
+    to RUN_DIR/checkpoint.pt or ``path``."""
     check_finite_weights(run.agent, run.progress.step)
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -144,7 +153,7 @@ def save_checkpoint(run: Run) -> None:
         "generator_device": run.device.type,
         "torch_rng": torch.get_rng_state(),
     }
-    layout.atomic_torch_save(state, run.run_dir / layout.CHECKPOINT)
+    layout.atomic_torch_save(state, path or run.run_dir / layout.CHECKPOINT)
 
 
 def load_checkpoint(run: Run) -> None:
@@ -194,11 +203,15 @@ def load_initial_policy(agent: DDPG, policy: dict) -> None:
         raise UserError(f"the initial policy does not fit the configured networks: {err}") from None
 
 
-def check_finite_weights(agent: DDPG, step: int) -> None:
+def check_finite_weights(agent: DDPG, step: int, run_label: str | None = None) -> None:
     for name, module in (("actor", agent.actor), ("critic", agent.critic)):
         for pname, p in module.named_parameters():
             if not torch.isfinite(p).all():
-                raise NonFiniteError(f"non-finite {name} weight {pname} at step {step}")
+                where = f" in {run_label}" if run_label else ""
+                raise NonFiniteError(
+                    f"non-finite {name} weight {pname} at step {step}{where}",
+                    runs=[run_label] if run_label else [],
+                )
 
 
 # ------------------------------------------------------------------------------------------
@@ -281,13 +294,17 @@ class Metrics:
         bad = self.rows[: self.count].isfinite().logical_not_()  # (updates, metrics, ...)
         if not bool(bad.any()):
             return
+        agents_bad = bad.reshape(self.count, len(self.names), -1).any(dim=1).any(dim=0)
+        runs = [self.labels[k] for k in agents_bad.nonzero()[:, 0].tolist()] if self.labels else []
         for i, name in enumerate(self.names):
             bad_by_agent = bad[:, i].reshape(self.count, -1)  # (updates, agents)
             if bool(bad_by_agent.any()):
                 agent = int(bad_by_agent.any(dim=0).nonzero()[0])
                 row = int(bad_by_agent[:, agent].nonzero()[0])
                 where = f" in {self.labels[agent]}" if self.labels else ""
-                raise NonFiniteError(f"{name} became non-finite at step {self.steps[row]}{where}")
+                raise NonFiniteError(
+                    f"{name} became non-finite at step {self.steps[row]}{where}", runs=runs
+                )
 
     def pop_means(self) -> dict[str, float]:
         count = self.count
@@ -574,10 +591,21 @@ def save_policy_snapshot(run: Run) -> None:
 
 def finish(run: Run, logger: RunLogger) -> dict:
     """Final evaluation (if the last one is stale), checkpoint, SB3 export, summary.json."""
+    final_evaluation(run, logger)
+    save_checkpoint(run)
+    return write_final_outputs(run)
+
+
+def final_evaluation(run: Run, logger: RunLogger) -> None:
+    """Evaluate the final policy unless the last evaluation was at this step."""
     prog = run.progress
     if not prog.evaluations or prog.evaluations[-1]["step"] < prog.step:
         run_evaluation(run, logger, tqdm(disable=True))
-    save_checkpoint(run)
+
+
+def write_final_outputs(run: Run) -> dict:
+    """After the final checkpoint: the last policy snapshot, model.zip and summary.json."""
+    prog = run.progress
     save_policy_snapshot(run)
     export_final_model(run)
     final = prog.evaluations[-1]["mean_return"]

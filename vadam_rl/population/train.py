@@ -29,6 +29,7 @@ from vadam_rl.errors import UserError
 from vadam_rl.exploration import make_exploration
 from vadam_rl.logger import RunLogger
 from vadam_rl.population.agent import PopulationBuffer, PopulationDDPG, check_stackable
+from vadam_rl.population.checkpoints import save_together, settle_pending
 from vadam_rl.population.collector import PopulationCollector
 from vadam_rl.population.stacking import select_agent, stack_agents
 from vadam_rl.rng import AgentGenerators
@@ -40,15 +41,15 @@ from vadam_rl.train import (
     NonFiniteError,
     Progress,
     Run,
-    finish,
+    final_evaluation,
     load_checkpoint,
     log_training,
     resolve_device,
     run_evaluation,
     run_loop,
-    save_checkpoint,
     save_policy_snapshot,
     stop_on_signals,
+    write_final_outputs,
 )
 
 # ------------------------------------------------------------------------------------------
@@ -208,6 +209,7 @@ def build_population(configs: Sequence[TrainConfig], run_dirs: Sequence[Path]) -
 
 def load_population(population: Population) -> None:
     """Resume every agent from its run directory's (single-run format) checkpoint."""
+    settle_pending([view.run_dir for view in population.views])
     for view in population.views:
         load_checkpoint(view)
     steps = {view.progress.step for view in population.views}
@@ -275,13 +277,11 @@ def train_population(
             learner = PopulationLearner(population, loggers)
             description = f"{len(population.views)} agents"
             run_loop(learner, stop, progress_bar, Metrics(labels), description)
-        population.sync_views()
-        return [
-            finish(view, logger) for view, logger in zip(population.views, loggers, strict=True)
-        ]
+        return finish_population(population, loggers)
     except NonFiniteError as err:
         raise NonFiniteError(
             f"{err}; training stopped and the last good checkpoints are kept"
+            + _continue_without(err.runs, run_dirs)
         ) from None
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: {resume_hint}") from None
@@ -335,10 +335,27 @@ class PopulationLearner:
 
     def checkpoint(self, snapshot: bool) -> None:
         self.population.sync_views()
-        for view in self.population.views:
-            save_checkpoint(view)
-            if snapshot:
+        save_together(self.population.views)
+        if snapshot:
+            for view in self.population.views:
                 save_policy_snapshot(view)
+
+
+def finish_population(population: Population, loggers: list[RunLogger]) -> list[dict]:
+    """``finish`` for every agent, with the K final checkpoints saved as one."""
+    population.sync_views()
+    for view, logger in zip(population.views, loggers, strict=True):
+        final_evaluation(view, logger)
+    save_together(population.views)
+    return [write_final_outputs(view) for view in population.views]
+
+
+def _continue_without(failed: Sequence[str], run_dirs: Sequence[Path]) -> str:
+    """How the agents that stayed finite go on from their last checkpoints."""
+    others = [str(d) for d in run_dirs if str(d) not in failed]
+    if not failed or not others:
+        return ""
+    return f"; the other runs continue with: vadam-rl train --resume {' '.join(others)}"
 
 
 def _logs_posterior(population: Population) -> bool:
