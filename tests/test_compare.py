@@ -206,6 +206,18 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path: Path):
     assert method_rows(tmp_path)["ddpg-vadam"]["seeds"] == "1"  # the report has the rest
 
 
+def test_a_failing_population_says_how_to_train_its_seeds_one_by_one(tmp_path: Path):
+    for seed in (0, 1):
+        run_dir = tmp_path / f"ddpg-vadam_Pendulum-v1_s{seed}"
+        run_dir.mkdir()
+        save_config(expected_config("ddpg-vadam", seed, 2000), run_dir / layout.CONFIG)
+        (run_dir / layout.CHECKPOINT).write_bytes(b"not a checkpoint")
+    result = run_cli(*grid_args(tmp_path, "--presets", "ddpg-vadam", "--population", "on"))
+    assert result.returncode == 1
+    assert "ddpg-vadam_Pendulum-v1_s0,1 failed with exit code 2" in result.stderr
+    assert "rerun with --population off" in result.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # Planning: decided before anything runs
 # --------------------------------------------------------------------------------------------

@@ -542,7 +542,16 @@ def compare_command(
         raise SystemExit(130)
     if failed:
         print(f"{len(failed)} of {len(jobs)} runs failed; rerun to retry them", file=sys.stderr)
+        if any(isinstance(outcome.job, PopulationJob) for outcome in failed):
+            print(POPULATION_FAILED, file=sys.stderr)
         raise SystemExit(1)
+
+
+POPULATION_FAILED = (
+    "a population stops when one of its agents fails (its log names the agent), and a rerun "
+    "regroups the same seeds: rerun with --population off to train them one by one from their "
+    "checkpoints, so that the others finish"
+)
 
 
 INTERRUPTED = (
