@@ -11,6 +11,7 @@ from conftest import TINY, run_cli, tensors
 from torch import nn
 
 from vadam_rl.cli import main, parse_seeds
+from vadam_rl.compare import Job, clear_unstarted_run, run_state
 from vadam_rl.config import ConfigError, TrainConfig, apply_overrides, load_preset
 from vadam_rl.population import train_population
 from vadam_rl.population.stacking import StackedLinear, select_agent, stack_agents, stack_modules
@@ -131,10 +132,11 @@ def test_an_agent_of_a_population_resumes_as_a_single_run(tmp_path: Path):
 
 
 def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_path: Path):
-    # A population's K checkpoints are written as checkpoint.pending.pt and renamed over the
-    # old ones only once all K exist. A kill while writing leaves pending files and only old
-    # checkpoints (the save is dropped); a kill while renaming leaves some runs renamed (the
-    # save is completed). Either way the runs resume together, exactly.
+    # A population's K checkpoints are written as checkpoint.pending.pt (tagged with one save
+    # id) and renamed over the old ones only once all K exist. A kill while writing leaves
+    # pending files and only old checkpoints (the save is dropped); a kill while renaming
+    # leaves some runs renamed (the save is completed). Either way the runs resume together,
+    # exactly, also when the kill hit the first save (no old checkpoint at all).
     straight = [tmp_path / f"straight{s}" for s in SEEDS[:2]]
     train_population(
         [small_config("ddpg-adam", s, 1_000) for s in SEEDS[:2]], straight, progress_bar=False
@@ -143,7 +145,10 @@ def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_pat
     train_population(
         [small_config("ddpg-adam", s, 600) for s in SEEDS[:2]], dirs, progress_bar=False
     )
-    old = [(d / "checkpoint.pt").read_bytes() for d in dirs]
+    first = [(d / "checkpoint.pt").read_bytes() for d in dirs]  # the first save, at 600
+    before = tmp_path / "before"
+    for d in dirs:
+        shutil.copytree(d, before / d.name)
     train_population(
         [small_config("ddpg-adam", s, 800) for s in SEEDS[:2]],
         dirs,
@@ -151,27 +156,61 @@ def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_pat
         progress_bar=False,
     )
     assert not any((d / "checkpoint.pending.pt").exists() for d in dirs)
-    new = [(d / "checkpoint.pt").read_bytes() for d in dirs]
-    killed = {  # (checkpoint.pt, checkpoint.pending.pt) of each run -> the step resumed from
-        "while_writing": ([(old[0], new[0]), (old[1], None)], 600),
-        "while_renaming": ([(new[0], None), (old[1], new[1])], 800),
+    second = [(d / "checkpoint.pt").read_bytes() for d in dirs]  # the second save, at 800
+    after = tmp_path / "after"
+    for d in dirs:
+        shutil.copytree(d, after / d.name)
+    # (checkpoint.pt, checkpoint.pending.pt) of each run, the rest of the run directories as
+    # the session that was saving left them -> the step resumed from
+    killed = {
+        "while_writing": ([(first[0], second[0]), (first[1], None)], after, 600),
+        "while_renaming": ([(second[0], None), (first[1], second[1])], after, 800),
+        "first_save_while_renaming": ([(first[0], None), (None, first[1])], before, 600),
     }
-    for case, (files, resumed_from) in killed.items():
-        runs = [tmp_path / case / d.name for d in dirs]
-        for src, run, (current, pending) in zip(dirs, runs, files, strict=True):
-            shutil.copytree(src, run)
-            (run / "checkpoint.pt").write_bytes(current)
+    for case, (files, session, resumed_from) in killed.items():
+        for d, (current, pending) in zip(dirs, files, strict=True):
+            shutil.rmtree(d)
+            shutil.copytree(session / d.name, d)
+            _before_final_outputs(d)
+            (d / "checkpoint.pt").unlink()
+            if current is not None:
+                (d / "checkpoint.pt").write_bytes(current)
             if pending is not None:
-                (run / "checkpoint.pending.pt").write_bytes(pending)
-        rest = [small_config("ddpg-adam", s, 1_000) for s in SEEDS[:2]]
-        train_population(rest, runs, resume=True, progress_bar=False)
-        for a, b in zip(straight, runs, strict=True):
+                (d / "checkpoint.pending.pt").write_bytes(pending)
+        if case == "while_renaming":  # the API: train_population itself settles the save
+            rest = [small_config("ddpg-adam", s, 1_000) for s in SEEDS[:2]]
+            train_population(rest, dirs, resume=True, progress_bar=False)
+        else:  # the CLI, which looks for checkpoints before it calls train_population
+            main(["train", "--resume", *map(str, dirs), "--total-steps", "1000", "--no-progress"])
+        for a, b in zip(straight, dirs, strict=True):
             assert not (b / "checkpoint.pending.pt").exists()
             left, right = tensors(checkpoint(a)["agent"]), tensors(checkpoint(b)["agent"])
             assert all(torch.equal(left[k], right[k]) for k in left), case
             # Evaluations after the step resumed from were dropped and redone.
             steps = [row["step"] for row in read_evaluations(b)]
             assert steps == sorted({600, resumed_from, 1000}), (case, steps)
+
+    # Killed while writing the first save: nothing to resume; compare starts both afresh.
+    for d in dirs:
+        shutil.rmtree(d)
+        shutil.copytree(before / d.name, d)
+        _before_final_outputs(d)
+        (d / "checkpoint.pt").unlink()
+    (dirs[0] / "checkpoint.pending.pt").write_bytes(first[0])
+    jobs = [
+        Job("ddpg-adam", s, "Pendulum-v1", 1_000, (), "cpu", d)
+        for s, d in zip(SEEDS[:2], dirs, strict=True)
+    ]
+    assert [run_state(job) for job in jobs] == ["start", "start"]
+    assert not (dirs[0] / "checkpoint.pending.pt").exists()
+    clear_unstarted_run(dirs[0])  # only what a run writes before its first checkpoint
+
+
+def _before_final_outputs(run_dir: Path) -> None:
+    """A run directory as a kill during its session's final save leaves it: what comes
+    after that save (summary.json, model.zip) is not written yet."""
+    (run_dir / "summary.json").unlink()
+    (run_dir / "model.zip").unlink()
 
 
 def test_save_together_writes_no_checkpoint_unless_it_can_write_all(tmp_path: Path):

@@ -240,6 +240,7 @@ def _resume_config(
     if not config_path.is_file():
         raise UserError(f"cannot resume: {run_dir} has no {layout.CONFIG} (not a run directory)")
     config = load_config_file(config_path)
+    layout.settle_pending(run_dir)  # a population save killed half-way
     if total_steps is not None:
         config.total_steps = total_steps
     if device is not None:

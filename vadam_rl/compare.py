@@ -123,6 +123,7 @@ def run_name(preset: str, env_id: str, seed: int) -> str:
 
 def run_state(job: Job) -> Literal["finished", "resume", "start"]:
     """What to do with the job's run directory as it is on disk now."""
+    layout.settle_pending(job.run_dir)  # a population save killed half-way
     if layout.is_finished(job.run_dir):
         done = _finished_steps(job.run_dir)
         return "finished" if done >= job.total_steps else "resume"

@@ -133,11 +133,12 @@ def build_run(config: TrainConfig, run_dir: Path) -> Run:
 # ------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(run: Run, path: Path | None = None) -> None:
+def save_checkpoint(run: Run, path: Path | None = None, extra: dict | None = None) -> None:
     """Atomically write everything needed for an exact resume (refuses non-finite weights),
-    to RUN_DIR/checkpoint.pt or ``path``."""
+    to RUN_DIR/checkpoint.pt or ``path``, with ``extra`` records added."""
     check_finite_weights(run.agent, run.progress.step)
     state = {
+        **(extra or {}),
         "format": CHECKPOINT_FORMAT,
         "progress": {
             "step": run.progress.step,
@@ -158,6 +159,7 @@ def save_checkpoint(run: Run, path: Path | None = None) -> None:
 
 def load_checkpoint(run: Run) -> None:
     """Restore ``run`` from its run directory's checkpoint (UserError if missing/corrupt)."""
+    layout.settle_pending(run.run_dir)  # a population save killed half-way
     path = run.run_dir / layout.CHECKPOINT
     if not path.is_file():
         raise UserError(f"no checkpoint in {run.run_dir} (expected {layout.CHECKPOINT})")

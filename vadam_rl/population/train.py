@@ -29,7 +29,7 @@ from vadam_rl.errors import UserError
 from vadam_rl.exploration import make_exploration
 from vadam_rl.logger import RunLogger
 from vadam_rl.population.agent import PopulationBuffer, PopulationDDPG, check_stackable
-from vadam_rl.population.checkpoints import save_together, settle_pending
+from vadam_rl.population.checkpoints import save_together
 from vadam_rl.population.collector import PopulationCollector
 from vadam_rl.population.stacking import select_agent, stack_agents
 from vadam_rl.rng import AgentGenerators
@@ -209,8 +209,7 @@ def build_population(configs: Sequence[TrainConfig], run_dirs: Sequence[Path]) -
 
 def load_population(population: Population) -> None:
     """Resume every agent from its run directory's (single-run format) checkpoint."""
-    settle_pending([view.run_dir for view in population.views])
-    for view in population.views:
+    for view in population.views:  # (load_checkpoint first settles a half-done save)
         load_checkpoint(view)
     steps = {view.progress.step for view in population.views}
     if len(steps) != 1:
@@ -281,7 +280,8 @@ def train_population(
     except NonFiniteError as err:
         raise NonFiniteError(
             f"{err}; training stopped and the last good checkpoints are kept"
-            + _continue_without(err.runs, run_dirs)
+            + _continue_without(err.runs, run_dirs),
+            runs=err.runs,
         ) from None
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: {resume_hint}") from None
