@@ -105,3 +105,14 @@ def test_metrics_sum_per_metric_and_name_the_first_non_finite_step_and_agent():
     # Rows are stacked by position: other names (or another order) are refused, not mixed up.
     with pytest.raises(ValueError, match="changed"):
         finite.add({"b": torch.tensor(2.0), "a": torch.tensor(1.0)}, 5)
+
+
+def test_the_resume_command_names_the_total_steps_that_config_yaml_does_not_hold(tmp_path: Path):
+    from vadam_rl.config import load_preset, save_config
+    from vadam_rl.train import resume_command
+
+    config = load_preset("ddpg-adam", "Pendulum-v1")
+    save_config(config, tmp_path / "config.yaml")
+    assert resume_command([tmp_path], config) == f"vadam-rl train --resume {tmp_path}"
+    config.total_steps += 1000  # a session started with --total-steps
+    assert resume_command([tmp_path], config).endswith(f" --total-steps {config.total_steps}")

@@ -31,7 +31,7 @@ from vadam_rl import compiled
 from vadam_rl import run_dir as layout
 from vadam_rl.buffer import ReplayBuffer
 from vadam_rl.collector import RolloutCollector, make_vector_env
-from vadam_rl.config import TrainConfig, save_config, validate
+from vadam_rl.config import ConfigError, TrainConfig, load_config_file, save_config, validate
 from vadam_rl.ddpg import DDPG
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
@@ -386,20 +386,34 @@ def train(
             f"{err}; training stopped and the last good checkpoint in {run_dir} is kept"
         ) from None
     except Interrupted as err:
-        raise Interrupted(f"{err}; continue with: vadam-rl train --resume {run_dir}") from None
+        raise Interrupted(f"{err}; continue with: {resume_command([run_dir], config)}") from None
     except Exception as err:
         # One readable line for the user; the traceback goes to a file for the bug report.
         log = run_dir / ERROR_LOG
         layout.atomic_write_text(log, traceback.format_exc())
         raise Crashed(
             f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
-            f"checkpoint in {run_dir} is kept (continue with: vadam-rl train --resume "
-            f"{run_dir}); the traceback is in {log}"
+            f"checkpoint in {run_dir} is kept (continue with: "
+            f"{resume_command([run_dir], config)}); the traceback is in {log}"
         ) from None
     finally:
         logger.close()
         run.collector.envs.close()
         run.eval_env.close()
+
+
+def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
+    """The command that continues these runs to ``config.total_steps``; it names the total
+    when their config.yaml holds another (a resume with ``--total-steps`` does not rewrite it).
+    """
+    command = "vadam-rl train --resume " + " ".join(map(str, run_dirs))
+    try:
+        saved = load_config_file(Path(run_dirs[0]) / layout.CONFIG).total_steps
+    except ConfigError:
+        saved = None
+    if saved == config.total_steps:
+        return command
+    return f"{command} --total-steps {config.total_steps}"
 
 
 class Collector(Protocol):

@@ -45,6 +45,7 @@ from vadam_rl.train import (
     load_checkpoint,
     log_training,
     resolve_device,
+    resume_command,
     run_evaluation,
     run_loop,
     save_policy_snapshot,
@@ -269,7 +270,7 @@ def train_population(
     if not resume:
         for config, logger in zip(configs, loggers, strict=True):
             logger.config(config)
-    resume_hint = "vadam-rl train --resume " + " ".join(map(str, run_dirs))
+    resume_hint = resume_command(run_dirs, configs[0])
     try:
         with stop_on_signals() as stop:
             labels = [str(view.run_dir) for view in population.views]
@@ -280,7 +281,7 @@ def train_population(
     except NonFiniteError as err:
         raise NonFiniteError(
             f"{err}; training stopped and the last good checkpoints are kept"
-            + _continue_without(err.runs, run_dirs),
+            + _continue_without(err.runs, run_dirs, configs[0]),
             runs=err.runs,
         ) from None
     except Interrupted as err:
@@ -350,12 +351,12 @@ def finish_population(population: Population, loggers: list[RunLogger]) -> list[
     return [write_final_outputs(view) for view in population.views]
 
 
-def _continue_without(failed: Sequence[str], run_dirs: Sequence[Path]) -> str:
+def _continue_without(failed: Sequence[str], run_dirs: Sequence[Path], config: TrainConfig) -> str:
     """How the agents that stayed finite go on from their last checkpoints."""
-    others = [str(d) for d in run_dirs if str(d) not in failed]
+    others = [d for d in run_dirs if str(d) not in failed]
     if not failed or not others:
         return ""
-    return f"; the other runs continue with: vadam-rl train --resume {' '.join(others)}"
+    return f"; the other runs continue with: {resume_command(others, config)}"
 
 
 def _logs_posterior(population: Population) -> bool:
