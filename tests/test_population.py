@@ -169,15 +169,7 @@ def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_pat
         "first_save_while_renaming": ([(first[0], None), (None, first[1])], before, 600),
     }
     for case, (files, session, resumed_from) in killed.items():
-        for d, (current, pending) in zip(dirs, files, strict=True):
-            shutil.rmtree(d)
-            shutil.copytree(session / d.name, d)
-            _before_final_outputs(d)
-            (d / "checkpoint.pt").unlink()
-            if current is not None:
-                (d / "checkpoint.pt").write_bytes(current)
-            if pending is not None:
-                (d / "checkpoint.pending.pt").write_bytes(pending)
+        _lay_out(dirs, session, files)
         if case == "while_renaming":  # the API: train_population itself settles the save
             rest = [small_config("ddpg-adam", s, 1_000) for s in SEEDS[:2]]
             train_population(rest, dirs, resume=True, progress_bar=False)
@@ -190,6 +182,29 @@ def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_pat
             # Evaluations after the step resumed from were dropped and redone.
             steps = [row["step"] for row in read_evaluations(b)]
             assert steps == sorted({600, resumed_from, 1000}), (case, steps)
+
+    # Killed while renaming; run 0 (renamed) is resumed alone and saves again before run 1 is
+    # resumed: its tagged checkpoint completes run 1's save at once.
+    _lay_out(dirs, after, [(second[0], None), (first[1], second[1])])
+    main(["train", "--resume", str(dirs[0]), "--total-steps", "1000", "--no-progress"])
+    assert checkpoint(dirs[1])["progress"]["step"] == 800
+    assert not (dirs[1] / "checkpoint.pending.pt").exists()
+
+    # The same runs moved elsewhere together: their tags still find each other, and settling
+    # the copies leaves the originals alone.
+    _lay_out(dirs, after, [(second[0], None), (first[1], second[1])])
+    moved = [tmp_path / "moved" / d.name for d in dirs]
+    for d, m in zip(dirs, moved, strict=True):
+        shutil.copytree(d, m)
+    train_population(
+        [small_config("ddpg-adam", s, 1_000) for s in SEEDS[:2]],
+        moved,
+        resume=True,
+        progress_bar=False,
+    )
+    left, right = tensors(checkpoint(straight[1])["agent"]), tensors(checkpoint(moved[1])["agent"])
+    assert all(torch.equal(left[k], right[k]) for k in left)
+    assert (dirs[1] / "checkpoint.pending.pt").exists()
 
     # Killed while writing the first save: nothing to resume; compare starts both afresh.
     for d in dirs:
@@ -205,6 +220,20 @@ def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_pat
     assert [run_state(job) for job in jobs] == ["start", "start"]
     assert not (dirs[0] / "checkpoint.pending.pt").exists()
     clear_unstarted_run(dirs[0])  # only what a run writes before its first checkpoint
+
+
+def _lay_out(dirs: list[Path], session: Path, files: list[tuple]) -> None:
+    """The run directories as a kill during a save of ``session`` leaves them, with the
+    given (checkpoint.pt, checkpoint.pending.pt) contents (None: absent)."""
+    for d, (current, pending) in zip(dirs, files, strict=True):
+        shutil.rmtree(d)
+        shutil.copytree(session / d.name, d)
+        _before_final_outputs(d)
+        (d / "checkpoint.pt").unlink()
+        if current is not None:
+            (d / "checkpoint.pt").write_bytes(current)
+        if pending is not None:
+            (d / "checkpoint.pending.pt").write_bytes(pending)
 
 
 def _before_final_outputs(run_dir: Path) -> None:

@@ -232,6 +232,7 @@ def _apply_import(imported: ImportedPolicy, config: TrainConfig, env: str | None
 def _resume_config(
     run_dir: Path, total_steps: int | None, device: str | None
 ) -> TrainConfig | None:
+    from vadam_rl import population_saves
     from vadam_rl import run_dir as layout
 
     config_path = run_dir / layout.CONFIG
@@ -240,7 +241,7 @@ def _resume_config(
     if not config_path.is_file():
         raise UserError(f"cannot resume: {run_dir} has no {layout.CONFIG} (not a run directory)")
     config = load_config_file(config_path)
-    layout.settle_pending(run_dir)  # a population save killed half-way
+    population_saves.settle(run_dir)  # a population save that a kill interrupted
     if total_steps is not None:
         config.total_steps = total_steps
     if device is not None:

@@ -41,6 +41,7 @@ from typing import Annotated, Any, Literal
 import tyro
 import yaml
 
+from vadam_rl import population_saves
 from vadam_rl import run_dir as layout
 from vadam_rl.config import apply_overrides, flat_settings, load_preset, to_dict
 from vadam_rl.errors import UserError
@@ -123,7 +124,7 @@ def run_name(preset: str, env_id: str, seed: int) -> str:
 
 def run_state(job: Job) -> Literal["finished", "resume", "start"]:
     """What to do with the job's run directory as it is on disk now."""
-    layout.settle_pending(job.run_dir)  # a population save killed half-way
+    population_saves.settle(job.run_dir)  # a population save that a kill interrupted
     if layout.is_finished(job.run_dir):
         done = _finished_steps(job.run_dir)
         return "finished" if done >= job.total_steps else "resume"

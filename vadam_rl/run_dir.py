@@ -32,7 +32,6 @@ CONFIG = "config.yaml"
 EVALUATIONS = "evaluations.csv"
 CHECKPOINT = "checkpoint.pt"
 PENDING_CHECKPOINT = "checkpoint.pending.pt"  # a population save not yet committed
-POPULATION_SAVE = "population_save"  # in such a checkpoint: {"id": ..., "runs": [dirs]}
 POLICIES = "policies"
 BEST_POLICY = "best.pt"
 LAST_POLICY = "last.pt"
@@ -112,46 +111,3 @@ def _apply_umask(path: str) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
-
-
-def settle_pending(run_dir: Path) -> None:
-    """Commit or drop the population save that left ``checkpoint.pending.pt`` in ``run_dir``.
-
-    A population writes its K new checkpoints as pending files tagged with one save id and
-    the K run directories, then renames them over the old ones
-    (``vadam_rl.population.checkpoints``). If every run of that save holds its file, pending
-    or renamed, the save was complete and its remaining pending files are renamed in;
-    otherwise it was killed while writing and they are deleted. Either way the K runs are
-    left at one step, whichever of them is resumed first, alone or together.
-    """
-    pending = Path(run_dir) / PENDING_CHECKPOINT
-    if not pending.is_file():
-        return
-    save = _population_save(pending)
-    members = [Path(r) for r in save["runs"]] if save else []
-
-    def holds(member: Path, name: str) -> bool:
-        found = _population_save(member / name)
-        return found is not None and found["id"] == save["id"]  # type: ignore[index]
-
-    complete = bool(members) and all(
-        holds(m, PENDING_CHECKPOINT) or holds(m, CHECKPOINT) for m in members
-    )
-    for member in members:
-        if holds(member, PENDING_CHECKPOINT):
-            if complete:
-                os.replace(member / PENDING_CHECKPOINT, member / CHECKPOINT)
-            else:
-                (member / PENDING_CHECKPOINT).unlink()
-    pending.unlink(missing_ok=True)  # unreadable, or its runs were moved: not committable
-
-
-def _population_save(path: Path) -> dict | None:
-    """The population-save tag of a checkpoint file; None if absent or unreadable."""
-    try:
-        # mmap: only the small records are read, not the replay buffer.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        save = state.get(POPULATION_SAVE)
-        return save if isinstance(save, dict) and "id" in save and "runs" in save else None
-    except Exception:  # missing, truncated or foreign
-        return None

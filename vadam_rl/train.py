@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vadam_rl import compiled
+from vadam_rl import compiled, population_saves
 from vadam_rl import run_dir as layout
 from vadam_rl.buffer import ReplayBuffer
 from vadam_rl.collector import RolloutCollector, make_vector_env
@@ -159,7 +159,7 @@ def save_checkpoint(run: Run, path: Path | None = None, extra: dict | None = Non
 
 def load_checkpoint(run: Run) -> None:
     """Restore ``run`` from its run directory's checkpoint (UserError if missing/corrupt)."""
-    layout.settle_pending(run.run_dir)  # a population save killed half-way
+    population_saves.settle(run.run_dir)  # a population save that a kill interrupted
     path = run.run_dir / layout.CHECKPOINT
     if not path.is_file():
         raise UserError(f"no checkpoint in {run.run_dir} (expected {layout.CHECKPOINT})")
