@@ -59,7 +59,7 @@ def settle(run_dir: Path) -> None:
             _remove(member / layout.PENDING_CHECKPOINT)
         log.warning(
             "dropped a population save killed before all its checkpoints were written "
-            "(%s); the runs resume from their previous checkpoints",
+            "(%s); these runs keep their previous checkpoints, if they have any",
             ", ".join(map(str, dropped)),
         )
 
