@@ -107,7 +107,7 @@ def test_metrics_sum_per_metric_and_name_the_first_non_finite_step_and_agent():
         finite.add({"b": torch.tensor(2.0), "a": torch.tensor(1.0)}, 5)
 
 
-def test_the_resume_command_names_the_total_steps_that_config_yaml_does_not_hold(tmp_path: Path):
+def test_the_resume_command_names_what_config_yaml_does_not_hold_and_quotes_paths(tmp_path: Path):
     from vadam_rl.config import load_preset, save_config
     from vadam_rl.train import resume_command
 
@@ -116,3 +116,9 @@ def test_the_resume_command_names_the_total_steps_that_config_yaml_does_not_hold
     assert resume_command([tmp_path], config) == f"vadam-rl train --resume {tmp_path}"
     config.total_steps += 1000  # a session started with --total-steps
     assert resume_command([tmp_path], config).endswith(f" --total-steps {config.total_steps}")
+    config.device = "cpu"  # ... and --device (the preset says auto)
+    assert resume_command([tmp_path], config).endswith(" --device cpu")
+    spaced = tmp_path / "my runs"
+    spaced.mkdir()
+    save_config(config, spaced / "config.yaml")
+    assert resume_command([spaced], config) == f"vadam-rl train --resume '{spaced}'"

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import shlex
 import signal
 import time
 import traceback
@@ -403,17 +404,19 @@ def train(
 
 
 def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
-    """The command that continues these runs to ``config.total_steps``; it names the total
-    when their config.yaml holds another (a resume with ``--total-steps`` does not rewrite it).
-    """
-    command = "vadam-rl train --resume " + " ".join(map(str, run_dirs))
+    """The shell command that continues these runs as ``config`` says; it names the total
+    steps and the device where their config.yaml holds others (a resume with
+    ``--total-steps`` or ``--device`` does not rewrite it)."""
+    words = ["vadam-rl", "train", "--resume", *map(str, run_dirs)]
     try:
-        saved = load_config_file(Path(run_dirs[0]) / layout.CONFIG).total_steps
+        saved: TrainConfig | None = load_config_file(Path(run_dirs[0]) / layout.CONFIG)
     except ConfigError:
         saved = None
-    if saved == config.total_steps:
-        return command
-    return f"{command} --total-steps {config.total_steps}"
+    if saved is None or saved.total_steps != config.total_steps:
+        words += ["--total-steps", str(config.total_steps)]
+    if saved is None or saved.device != config.device:
+        words += ["--device", config.device]
+    return shlex.join(words)
 
 
 class Collector(Protocol):
