@@ -111,7 +111,13 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path: Path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "summary.json").exists()
+    # What a kill during a write leaves (the kill above rarely lands in one): temp files.
+    killed_dir = tmp_path / "killed"
+    left = [killed_dir / ".checkpoint.pt.x1.tmp", killed_dir / "policies" / ".step_3000.pt.x2.tmp"]
+    for path in left:
+        path.write_bytes(b"half a file")
     run_cli("train", "--resume", str(tmp_path / "killed"), "--no-progress", check=True)
+    assert not any(path.exists() for path in left)
 
     def returns(name: str) -> list[str]:
         lines = (tmp_path / name / "evaluations.csv").read_text().splitlines()

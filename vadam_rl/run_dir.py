@@ -111,3 +111,12 @@ def _apply_umask(path: str) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Delete what writes killed half-way left: the temp files of ``atomic_write_bytes`` and
+    ``atomic_torch_save`` (a checkpoint's can be as large as its replay buffer)."""
+    for folder in (Path(run_dir), Path(run_dir) / POLICIES):
+        for path in folder.glob(".*.tmp"):
+            if path.is_file():
+                path.unlink(missing_ok=True)

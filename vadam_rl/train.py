@@ -195,6 +195,7 @@ def load_checkpoint(run: Run) -> None:
     run.progress.evaluations = [
         row for row in read_evaluations(run.run_dir) if row["step"] <= run.progress.step
     ]
+    layout.remove_temp_files(run.run_dir)  # only now: a refused resume changes nothing
 
 
 def load_initial_policy(agent: DDPG, policy: dict) -> None:
