@@ -14,6 +14,7 @@ from torch import nn
 from vadam_rl.cli import main, parse_seeds
 from vadam_rl.compare import Job, clear_unstarted_run, run_state
 from vadam_rl.config import ConfigError, TrainConfig, apply_overrides, load_preset
+from vadam_rl.errors import UserError
 from vadam_rl.population import train_population
 from vadam_rl.population.stacking import StackedLinear, select_agent, stack_agents, stack_modules
 from vadam_rl.train import NonFiniteError, read_evaluations, train
@@ -130,6 +131,13 @@ def test_an_agent_of_a_population_resumes_as_a_single_run(tmp_path: Path):
     summary = train(small_config("ddpg-adam", 1, 1_000), dirs[1], resume=True, progress_bar=False)
     assert summary["total_steps"] == 1_000
     assert [row["step"] for row in read_evaluations(dirs[1])] == [600, 800, 1000]
+
+    # Now at 800 and 1000 steps, they no longer resume together, and saying so changes nothing.
+    saved = [(run_dir / "checkpoint.pt").read_bytes() for run_dir in dirs]
+    with pytest.raises(UserError, match=r"stopped at different steps \(800, 1000\)"):
+        configs = [small_config("ddpg-adam", s, 1_200) for s in SEEDS[:2]]
+        train_population(configs, dirs, resume=True, progress_bar=False)
+    assert [(run_dir / "checkpoint.pt").read_bytes() for run_dir in dirs] == saved
 
 
 def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_path: Path):

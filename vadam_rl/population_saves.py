@@ -18,8 +18,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from vadam_rl import run_dir as layout
 from vadam_rl.errors import UserError
 
@@ -107,10 +105,7 @@ def _tag(path: Path, strict: bool) -> dict | None:
     if not path.is_file():
         return None
     try:
-        try:  # mmap: only the small records are read, not the replay buffer
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except (OSError, RuntimeError):  # no mmap here (filesystem, address-space limits)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = layout.load_records(path)
     except Exception as err:  # torch raises several types for truncated or foreign files
         if strict:
             raise UserError(

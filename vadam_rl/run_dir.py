@@ -64,6 +64,23 @@ def is_finished(run_dir: Path) -> bool:
         return False
 
 
+def load_records(path: Path) -> Any:
+    """``torch.load`` of a checkpoint with its tensors memory-mapped, so that reading its small
+    records (step, tags) does not read the replay buffer. Raises what ``torch.load`` raises."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError):  # no mmap here (filesystem, address-space limits)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_step(run_dir: Path) -> int | None:
+    """The environment step of the run's checkpoint; None without a readable one."""
+    try:
+        return int(load_records(Path(run_dir) / CHECKPOINT)["progress"]["step"])
+    except Exception:  # absent, truncated, foreign: the run itself reports it when it loads
+        return None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder and rename: readers never see half a file."""
     path = Path(path)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vadam_rl import compiled
+from vadam_rl import compiled, population_saves
 from vadam_rl import run_dir as layout
 from vadam_rl.collector import make_vector_env
 from vadam_rl.config import ConfigError, TrainConfig, flat_settings, save_config, to_dict, validate
@@ -210,14 +210,9 @@ def build_population(configs: Sequence[TrainConfig], run_dirs: Sequence[Path]) -
 
 def load_population(population: Population) -> None:
     """Resume every agent from its run directory's (single-run format) checkpoint."""
-    for view in population.views:  # (load_checkpoint first settles a half-done save)
+    _check_same_step([view.run_dir for view in population.views])
+    for view in population.views:
         load_checkpoint(view)
-    steps = {view.progress.step for view in population.views}
-    if len(steps) != 1:
-        raise UserError(
-            f"the runs stopped at different steps ({sorted(steps)}); a population resumes "
-            "only runs that were trained together"
-        )
     first = population.views[0].progress
     population.progress.step = first.step
     population.progress.updates = first.updates
@@ -231,6 +226,19 @@ def load_population(population: Population) -> None:
     except (ValueError, RuntimeError) as err:
         raise UserError(f"these checkpoints cannot be trained as one population: {err}") from None
     population.collector.restart_episodes()
+
+
+def _check_same_step(run_dirs: Sequence[Path]) -> None:
+    """Before anything loads: runs from different steps cannot train in lockstep (their
+    buffers would not even stack), so say that rather than what the loading trips over."""
+    for run_dir in run_dirs:
+        population_saves.settle(run_dir)  # a half-done save decides which checkpoint counts
+    steps = {layout.checkpoint_step(run_dir) for run_dir in run_dirs} - {None}
+    if len(steps) > 1:  # (an unreadable checkpoint is reported when its run loads)
+        raise UserError(
+            f"the runs stopped at different steps ({', '.join(map(str, sorted(steps)))}); a "
+            "population resumes only runs that were trained together: resume them one by one"
+        )
 
 
 # ------------------------------------------------------------------------------------------
