@@ -127,6 +127,21 @@ def test_population_grid_trains_each_presets_seeds_in_one_process_and_extends_th
         assert _finished_steps(tmp_path / name) == 800
 
 
+def test_a_population_groups_only_runs_that_resume_from_the_same_step(tmp_path: Path):
+    base = grid_args(tmp_path, steps=600)
+    base = [a for a in base if a not in PRESETS and a != "--presets"]
+    args = ["--presets", "ddpg-adam-plain", "--no-report"]
+    run_cli(*base, *args, "--seed-list", "0", check=True)  # seed 0 stops at 600,
+    longer = [a if a != "600" else "800" for a in base]
+    run_cli(*longer, *args, "--seed-list", "1", check=True)  # seed 1 at 800
+    longest = [a if a != "600" else "1000" for a in base]
+    run_cli(*longest, *args, "--population", "on", check=True)  # a population could not
+    for seed in (0, 1):  # resume both: it trains in lockstep, so each resumes on its own
+        name = f"ddpg-adam-plain_Pendulum-v1_s{seed}"
+        assert _finished_steps(tmp_path / name) == 1000
+        assert "--resume" in sessions(tmp_path, name)[-1]
+
+
 def _finished_steps(run_dir: Path) -> int:
     import json
 

@@ -208,11 +208,14 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
 
 
 def group_populations(jobs: Sequence[Job]) -> list[Job | PopulationJob]:
-    """Jobs of the same preset in the same state (to start, to resume) become one
-    population; a job alone in its group stays a single run."""
-    groups: dict[tuple[str, str], list[Job]] = {}
+    """Jobs of the same preset in the same state (to start, or to resume from the same step:
+    a population trains in lockstep) become one population; a job alone in its group stays a
+    single run."""
+    groups: dict[tuple[str, str, int | None], list[Job]] = {}
     for job in jobs:
-        groups.setdefault((job.preset, run_state(job)), []).append(job)
+        state = run_state(job)
+        step = layout.checkpoint_step(job.run_dir) if state == "resume" else None
+        groups.setdefault((job.preset, state, step), []).append(job)
     return [
         PopulationJob(tuple(group)) if len(group) > 1 else group[0] for group in groups.values()
     ]
