@@ -142,6 +142,57 @@ def test_a_population_groups_only_runs_that_resume_from_the_same_step(tmp_path: 
         assert "--resume" in sessions(tmp_path, name)[-1]
 
 
+def test_population_runs_land_where_compare_looks_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A namespaced env id (its "/" nested the population's run directories one level too
+    # deep, so every rerun started afresh) and a seed listed twice (it made `--seeds 0,1,0`).
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    base = grid_args(tmp_path, steps=300)
+    base = [a for a in base if a not in PRESETS and a != "--presets"]
+    base[base.index("Pendulum-v1")] = "namespaced_env:vadam-test/Pendulum-v1"
+    args = [*base, "--presets", "ddpg-adam-plain", "--seed-list", "0", "1", "0"]
+    run_cli(*args, "--population", "on", "--no-report", check=True)
+    names = [f"ddpg-adam-plain_namespaced_env:vadam-test-Pendulum-v1_s{s}" for s in (0, 1)]
+    assert finished_runs(tmp_path) == names
+    result = run_cli(*args, "--population", "on", "--no-report", check=True)
+    assert "2 finished (skipped), 0 to resume, 0 to start" in result.stdout
+
+
+def test_runs_whose_compile_auto_resolved_differently_do_not_resume_as_one_population(
+    tmp_path: Path,
+):
+    # compile: auto is saved resolved, by run length: a run started for 20k steps keeps
+    # `false` after an extension, one started for 40k has `true`, and a population of the
+    # two is refused (its runs must share every setting but the seed) on every rerun.
+    import torch
+
+    jobs = [job(tmp_path, seed=0), job(tmp_path, seed=1), job(tmp_path, seed=2)]
+    for cell, compiled in zip(jobs, (False, True, True), strict=True):
+        config = expected_config(cell.preset, cell.seed, 2000)
+        config.compile = compiled
+        save_config(config, cell.run_dir / layout.CONFIG)
+        torch.save({"progress": {"step": 1000}}, cell.run_dir / layout.CHECKPOINT)
+    groups = group_populations(jobs)
+    assert groups == [jobs[0], PopulationJob((jobs[1], jobs[2]))]
+
+
+def test_a_retried_job_trains_only_what_has_not_finished_meanwhile(tmp_path: Path):
+    # Ray retries a task whose node died, perhaps after some of its runs finished.
+    done, left = job(tmp_path, seed=0), job(tmp_path, seed=1)
+    for cell in (done, left):
+        cell.run_dir.mkdir()
+        save_config(expected_config(cell.preset, cell.seed, 2000), cell.run_dir / layout.CONFIG)
+    (done.run_dir / layout.SUMMARY).write_text('{"finished": true, "total_steps": 2000}')
+    (left.run_dir / layout.CHECKPOINT).write_bytes(b"")
+    assert train_argv(done) is None
+    argv = train_argv(PopulationJob((done, left)))
+    assert argv is not None and argv[:3] == ["train", "--resume", str(left.run_dir)]
+    assert argv[3] == "--total-steps"  # left alone: a single run's resume
+    (left.run_dir / layout.SUMMARY).write_text('{"finished": true, "total_steps": 2000}')
+    assert train_argv(PopulationJob((done, left))) is None
+
+
 def _finished_steps(run_dir: Path) -> int:
     import json
 
@@ -265,11 +316,15 @@ def test_bad_input_is_one_line_exit_2_before_anything_is_written(tmp_path: Path)
         assert not (tmp_path / "runs").exists()
 
 
-def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path: Path):
+@pytest.mark.parametrize("stopped_by", ["a kill", "a crash"])
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(stopped_by: str, tmp_path: Path):
     cell = job(tmp_path)
     cell.run_dir.mkdir()
     save_config(expected_config("ddpg-vadam", 0, 2000), cell.run_dir / layout.CONFIG)
     (cell.run_dir / "events.out.tfevents.123.host.1.0").write_bytes(b"")
+    (cell.run_dir / ".checkpoint.pt.abc123.tmp").write_bytes(b"")  # a write the kill cut short
+    if stopped_by == "a crash":
+        (cell.run_dir / layout.ERROR_LOG).write_text("Traceback (most recent call last): ...")
     argv = train_argv(cell)
     assert argv[:3] == ["train", "--agent", "ddpg-vadam"] and "--resume" not in argv
     assert not cell.run_dir.exists()  # cleared, so train can create it afresh
@@ -282,6 +337,11 @@ def test_a_folder_with_foreign_files_is_never_cleared(tmp_path: Path):
     with pytest.raises(UserError, match=r"thesis\.tex"):
         train_argv(cell)
     assert (cell.run_dir / "thesis.tex").is_file()
+    (cell.run_dir / "thesis.tex").unlink()
+    (cell.run_dir / ".git").mkdir()  # hidden, but not a temp file of ours
+    with pytest.raises(UserError, match=r"\.git"):
+        train_argv(cell)
+    assert (cell.run_dir / ".git").is_dir()
 
 
 def test_a_finished_run_with_fewer_steps_is_extended(tmp_path: Path):

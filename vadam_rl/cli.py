@@ -259,6 +259,8 @@ def _resume_config(
 
 
 def _new_run_dir(log_dir: Path, run_name: str | None, config: TrainConfig) -> Path:
+    from vadam_rl import run_dir as layout
+
     if run_name is not None:
         path = log_dir / run_name
         if path.exists():
@@ -266,7 +268,7 @@ def _new_run_dir(log_dir: Path, run_name: str | None, config: TrainConfig) -> Pa
                 f"run directory {path} already exists; use --resume {path} or another --run-name"
             )
         return path
-    base = f"{config.agent}_{config.env_id}_s{config.seed}"
+    base = layout.run_name(config.agent, config.env_id, config.seed)
     path, n = log_dir / base, 1
     while path.exists():
         n += 1

@@ -51,8 +51,11 @@ LOGS = "logs"
 STOP_GRACE_S = 120.0
 """How long a stopped run may take to write its checkpoint before it is killed."""
 TAIL_LINES = 15
-# Files a run writes before its first checkpoint: a folder holding only these may be cleared.
-RUN_ARTEFACTS = (layout.CONFIG, layout.EVALUATIONS, layout.POLICIES, "events.out.tfevents.")
+# Files a run writes before its first checkpoint (error.log: it crashed): a folder holding
+# only these may be cleared.
+RUN_ARTEFACTS = (
+    layout.CONFIG, layout.EVALUATIONS, layout.POLICIES, "events.out.tfevents.", layout.ERROR_LOG
+)  # fmt: skip
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -87,8 +90,7 @@ class PopulationJob:
     @property
     def name(self) -> str:
         first = self.jobs[0]
-        seeds = ",".join(str(job.seed) for job in self.jobs)
-        return f"{first.preset}_{first.env_id}_s{seeds}"
+        return layout.run_name(first.preset, first.env_id, ",".join(str(j.seed) for j in self.jobs))
 
     @property
     def log_path(self) -> Path:
@@ -111,10 +113,6 @@ class Outcome:
     @property
     def stopped(self) -> bool:
         return self.returncode == 130
-
-
-def run_name(preset: str, env_id: str, seed: int) -> str:
-    return f"{preset}_{env_id}_s{seed}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +168,7 @@ def plan_grid(
                 total_steps,
                 tuple(overrides),
                 device,
-                runs_dir / run_name(preset, env_id, seed),
+                runs_dir / layout.run_name(preset, env_id, seed),
             )
             _check_same_settings(job, to_dict(config))
             jobs.append(job)
@@ -208,29 +206,48 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
 
 
 def group_populations(jobs: Sequence[Job]) -> list[Job | PopulationJob]:
-    """Jobs of the same preset in the same state (to start, or to resume from the same step:
-    a population trains in lockstep) become one population; a job alone in its group stays a
-    single run."""
-    groups: dict[tuple[str, str, int | None], list[Job]] = {}
+    """Jobs of the same preset in the same state (to start, or to resume from the same step
+    with the same saved settings: a population trains in lockstep, one config but the seed)
+    become one population; a job alone in its group stays a single run."""
+    groups: dict[tuple[str, str, tuple], list[Job]] = {}
     for job in jobs:
         state = run_state(job)
-        step = layout.checkpoint_step(job.run_dir) if state == "resume" else None
-        groups.setdefault((job.preset, state, step), []).append(job)
+        resumed_with = _lockstep_key(job) if state == "resume" else ()
+        groups.setdefault((job.preset, state, resumed_with), []).append(job)
     return [
         PopulationJob(tuple(group)) if len(group) > 1 else group[0] for group in groups.values()
     ]
 
 
-def train_argv(job: Job | PopulationJob) -> list[str]:
-    """``vadam-rl`` arguments that bring the run directory to ``job.total_steps``.
+def _lockstep_key(job: Job) -> tuple:
+    """What runs resumed as one population must share: the checkpoint's step and every saved
+    setting the resume does not override (``compile: auto`` resolves by run length and
+    machine, so runs started at different lengths may differ in it)."""
+    try:
+        saved = yaml.safe_load((job.run_dir / layout.CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        saved = None  # the run reports it when it loads
+    settings = flat_settings(saved) if isinstance(saved, dict) else {}
+    for overridden in ("seed", "total_steps", "device"):
+        settings.pop(overridden, None)
+    return layout.checkpoint_step(job.run_dir), repr(sorted(settings.items()))
+
+
+def train_argv(job: Job | PopulationJob) -> list[str] | None:
+    """``vadam-rl`` arguments that bring the run directory to ``job.total_steps``; None when
+    it is there already.
 
     Decided from the directory as it is when the job starts, so a job that is retried (Ray
-    retries tasks whose node died) or a grid that is rerun does the right thing.
+    retries tasks whose node died, perhaps after the run finished) or a grid that is rerun
+    does the right thing.
     """
     if isinstance(job, PopulationJob):
         return population_argv(job)
     common = ["--total-steps", str(job.total_steps), "--device", job.device, "--no-progress"]
-    if run_state(job) == "resume":
+    state = run_state(job)
+    if state == "finished":
+        return None
+    if state == "resume":
         return ["train", "--resume", str(job.run_dir), *common]
     if job.run_dir.exists():
         clear_unstarted_run(job.run_dir)
@@ -241,26 +258,29 @@ def train_argv(job: Job | PopulationJob) -> list[str]:
     ]  # fmt: skip
 
 
-def population_argv(population: PopulationJob) -> list[str]:
-    first = population.jobs[0]
+def population_argv(population: PopulationJob) -> list[str] | None:
+    jobs = [job for job in population.jobs if run_state(job) != "finished"]
+    if len(jobs) < 2:  # a retried task whose population (or all but one) finished
+        return train_argv(jobs[0]) if jobs else None
+    first = jobs[0]
     common = ["--total-steps", str(first.total_steps), "--device", first.device, "--no-progress"]
-    states = {run_state(job) for job in population.jobs}
+    states = {run_state(job) for job in jobs}
     if states == {"resume"}:
-        return ["train", "--resume", *(str(job.run_dir) for job in population.jobs), *common]
+        return ["train", "--resume", *(str(job.run_dir) for job in jobs), *common]
     if states != {"start"}:
         raise UserError(
-            f"the runs of {population.name} are in different states ({', '.join(sorted(states))});"
-            " rerun compare to regroup them"
+            f"the runs of {PopulationJob(tuple(jobs)).name} are in different states "
+            f"({', '.join(sorted(states))}); rerun compare to regroup them"
         )
-    for job in population.jobs:
+    for job in jobs:
         if job.run_dir.exists():
             clear_unstarted_run(job.run_dir)
     sets = [arg for override in first.overrides for arg in ("--set", override)]
-    seeds = ",".join(str(job.seed) for job in population.jobs)
+    seeds = ",".join(str(job.seed) for job in jobs)
+    prefix = layout.run_prefix(first.preset, first.env_id)  # train --seeds adds _sSEED
     return [
         "train", "--agent", first.preset, "--env", first.env_id, "--seeds", seeds,
-        "--log-dir", str(first.run_dir.parent), "--run-name", f"{first.preset}_{first.env_id}",
-        *common, *sets,
+        "--log-dir", str(first.run_dir.parent), "--run-name", prefix, *common, *sets,
     ]  # fmt: skip
 
 
@@ -271,13 +291,18 @@ def clear_unstarted_run(run_dir: Path) -> None:
     ``--runs-dir`` never deletes someone's files.
     """
     foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith(RUN_ARTEFACTS)]
-    foreign = [name for name in foreign if not name.startswith(".")]  # atomic-write temp files
+    foreign = [name for name in foreign if not _is_temp_file(name)]
     if foreign:
         raise UserError(
             f"{run_dir} has no checkpoint to resume and holds files a run does not write "
             f"({', '.join(sorted(foreign)[:3])}); move it away and rerun"
         )
     shutil.rmtree(run_dir)
+
+
+def _is_temp_file(name: str) -> bool:
+    """A temp file of ``layout.atomic_write_*`` (``.NAME.XXXX.tmp``), left by a kill."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def child_env() -> dict[str, str]:
@@ -300,6 +325,8 @@ def execute(job: Job | PopulationJob, stop: threading.Event | None = None) -> Ou
         argv = train_argv(job)
     except UserError as err:
         return Outcome(job, 2, 0.0, str(err))
+    if argv is None:  # finished meanwhile (a retried task)
+        return Outcome(job, 0, 0.0)
     with job.log_path.open("a") as log:
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} vadam-rl {' '.join(argv)}\n")
         log.flush()
@@ -500,7 +527,7 @@ def compare_command(
         report: Write the report (vadam-rl report RUNS_DIR) when the grid is done.
     """
     chosen = list(dict.fromkeys([*presets, *_extra_presets(with_vadagrad, with_adam_explore)]))
-    seed_values = list(seed_list) if seed_list is not None else list(range(seeds))
+    seed_values = list(dict.fromkeys(seed_list)) if seed_list is not None else list(range(seeds))
     if not chosen or not seed_values:
         raise UserError("the grid is empty: give at least one preset and one seed")
     if total_steps <= 0:

@@ -11,6 +11,7 @@
       policies/step_N.pt     ... at each checkpoint (every checkpoint_every steps) and the end
       model.zip              the final mean policy as a genuine Stable-Baselines3 DDPG zip
       summary.json           written once, when the run has finished (see SUMMARY_KEYS)
+      error.log              the traceback of an unexpected error that stopped the run
 
 Policy files hold only tensors and plain values, loadable with ``torch.load(weights_only=True)``:
 ``{"actor": state_dict, "critic": state_dict, "actor_target": ..., "critic_target": ...,
@@ -37,6 +38,7 @@ BEST_POLICY = "best.pt"
 LAST_POLICY = "last.pt"
 MODEL_ZIP = "model.zip"
 SUMMARY = "summary.json"
+ERROR_LOG = "error.log"  # the traceback of an unexpected error
 
 EVAL_COLUMNS = ("step", "mean_return", "std_return", "mean_ep_length", "episodes", "wall_time_s")
 SUMMARY_KEYS = (
@@ -47,6 +49,17 @@ SUMMARY_KEYS = (
     "final_eval_return",
     "best_eval_return",
 )
+
+
+def run_prefix(agent: str, env_id: str) -> str:
+    """``AGENT_ENV``: the start of a run directory's default name. A namespaced env id
+    (``ns/Env-v0``) gives ``ns-Env-v0``, so the name stays one folder."""
+    return f"{agent}_{env_id.replace('/', '-')}"
+
+
+def run_name(agent: str, env_id: str, seed: int | str) -> str:
+    """``AGENT_ENV_sSEED``: a run directory's default name."""
+    return f"{run_prefix(agent, env_id)}_s{seed}"
 
 
 def policy_path(run_dir: Path, step: int) -> Path:

@@ -64,7 +64,7 @@ class Crashed(RuntimeError):
     """An unexpected error stopped training; its traceback is in RUN_DIR/error.log."""
 
 
-ERROR_LOG = "error.log"
+ERROR_LOG = layout.ERROR_LOG
 
 
 def resolve_device(name: str) -> torch.device:
