@@ -132,6 +132,22 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path: Path):
         assert all(torch.equal(whole[key][n], killed[key][n]) for n in whole[key])
 
 
+def test_a_run_being_trained_is_not_resumed_by_a_second_process(tmp_path: Path):
+    log = tmp_path / "busy.log"
+    process = popen_cli(*pendulum_args(tmp_path, "busy", steps=1_000_000), log=log)
+    try:
+        wait_for(log, "step     1,500")  # past its first checkpoint
+        saved = (tmp_path / "busy" / "config.yaml").read_text()
+        second = run_cli("train", "--resume", str(tmp_path / "busy"), "--total-steps", "2000")
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"being trained by another process (pid {process.pid})" in second.stderr
+        assert process.poll() is None  # the first trains on, its files untouched
+        assert (tmp_path / "busy" / "config.yaml").read_text() == saved
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path):
     log = tmp_path / "run.log"
     process = popen_cli(*pendulum_args(tmp_path, "stopped", steps=100_000), log=log)
@@ -223,16 +239,21 @@ def test_a_rejected_resume_changes_nothing_in_the_run_dir(tmp_path: Path):
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     checkpoint["generator_device"] = "cuda"  # as if it had been trained on a GPU
     torch.save(checkpoint, run / "checkpoint.pt")
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    before = files(run)
     result = run_cli("train", "--resume", str(run), "--total-steps", "2000", "--device", "cpu")
     assert result.returncode == 2 and "resume it with --device cuda" in result.stderr
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert files(run) == before
 
     (run / "config.yaml").write_text("actor: [unclosed")
     for command in (["train", "--resume", str(run)], ["eval", str(run)], ["export", str(run)]):
         result = run_cli(*command)
         assert result.returncode == 2 and "config.yaml" in result.stderr, command
         assert "Traceback" not in result.stderr, command
+
+
+def files(run: Path) -> dict[str, bytes]:
+    """The run's files but its lock (which holds the pid of the last process to take it)."""
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
 
 
 def test_agents_lists_every_preset():

@@ -243,6 +243,38 @@ def test_a_stopped_grid_checkpoints_every_run_and_leaves_no_process(stop: str, t
         os.killpg(process.pid, 0)
 
 
+def test_planning_keeps_its_hands_off_runs_another_process_trains(tmp_path: Path):
+    cell = job(tmp_path)
+    cell.run_dir.mkdir()
+    save_config(expected_config("ddpg-vadam", 0, 2000), cell.run_dir / layout.CONFIG)
+    pending = cell.run_dir / layout.PENDING_CHECKPOINT
+    pending.write_bytes(b"a population save being written")
+    holder = subprocess.Popen(  # a training process holds the run's lock
+        [sys.executable, "-c", HOLD_LOCK, str(cell.run_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match="being trained by another process"):
+            train_argv(cell)  # would clear a folder without a checkpoint, and settle
+        assert cell.run_dir.is_dir() and pending.read_bytes().startswith(b"a population")
+    finally:
+        holder.kill()
+        holder.wait()
+    pending.unlink()  # (not a real checkpoint)
+    train_argv(cell)  # the lock died with its holder: an unstarted run is cleared
+    assert not cell.run_dir.exists()
+
+
+HOLD_LOCK = """
+import sys, time
+from vadam_rl import run_dir as layout
+with layout.RunLocks() as locks:
+    locks.hold(sys.argv[1])
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
 def test_rerunning_a_finished_grid_trains_nothing(tmp_path: Path):
     for preset in PRESETS:
         for seed in (0, 1):

@@ -54,7 +54,8 @@ TAIL_LINES = 15
 # Files a run writes before its first checkpoint (error.log: it crashed): a folder holding
 # only these may be cleared.
 RUN_ARTEFACTS = (
-    layout.CONFIG, layout.EVALUATIONS, layout.POLICIES, "events.out.tfevents.", layout.ERROR_LOG
+    layout.CONFIG, layout.EVALUATIONS, layout.POLICIES, "events.out.tfevents.", layout.ERROR_LOG,
+    layout.LOCK,
 )  # fmt: skip
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -290,6 +291,8 @@ def clear_unstarted_run(run_dir: Path) -> None:
     Refuses (UserError) when the folder holds anything a run does not write, so a wrong
     ``--runs-dir`` never deletes someone's files.
     """
+    if layout.locked_elsewhere(run_dir):  # (a killed compare's run, still training)
+        raise UserError(f"{run_dir} is being trained by another process; stop it and rerun")
     foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith(RUN_ARTEFACTS)]
     foreign = [name for name in foreign if not _is_temp_file(name)]
     if foreign:

@@ -33,11 +33,17 @@ def tag(run_dir: Path, members: Sequence[Path], save_id: str) -> dict:
 
 
 def settle(run_dir: Path) -> None:
-    """Commit or drop the interrupted population saves that ``run_dir`` takes part in."""
+    """Commit or drop the interrupted population saves that ``run_dir`` takes part in.
+
+    Not while a process trains ``run_dir`` or a member (``layout.RunLocks``): its pending
+    files may be a save in progress, not an interrupted one.
+    """
     run_dir = Path(run_dir)
+    if layout.locked_elsewhere(run_dir):
+        return
     committed = _tag(run_dir / layout.CHECKPOINT, strict=False)
-    if committed is not None:  # complete: members' pending files of it belong in too
-        _commit(run_dir, committed)
+    if committed is not None and not _any_locked(_members(run_dir, committed)):
+        _commit(run_dir, committed)  # complete: members' pending files of it belong in too
     if not (run_dir / layout.PENDING_CHECKPOINT).is_file():
         return
     pending = _tag(run_dir / layout.PENDING_CHECKPOINT, strict=True)
@@ -46,6 +52,8 @@ def settle(run_dir: Path) -> None:
         log.warning("%s: removed an untagged %s", run_dir, layout.PENDING_CHECKPOINT)
         return
     members = _members(run_dir, pending)
+    if _any_locked(members):
+        return
     complete = any(_holds(m / layout.CHECKPOINT, pending, strict=False) for m in members) or all(
         _holds(m / layout.PENDING_CHECKPOINT, pending, strict=True) for m in members
     )
@@ -84,6 +92,10 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as err:
         raise UserError(f"cannot remove the interrupted save {path}: {err}") from None
+
+
+def _any_locked(members: Sequence[Path]) -> bool:
+    return any(layout.locked_elsewhere(member) for member in members)
 
 
 def _members(run_dir: Path, save: dict) -> list[Path]:

@@ -12,6 +12,7 @@
       model.zip              the final mean policy as a genuine Stable-Baselines3 DDPG zip
       summary.json           written once, when the run has finished (see SUMMARY_KEYS)
       error.log              the traceback of an unexpected error that stopped the run
+      .lock                  held (flock) by the process that trains the run
 
 Policy files hold only tensors and plain values, loadable with ``torch.load(weights_only=True)``:
 ``{"actor": state_dict, "critic": state_dict, "actor_target": ..., "critic_target": ...,
@@ -29,6 +30,13 @@ from typing import Any
 
 import torch
 
+from vadam_rl.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
+
 CONFIG = "config.yaml"
 EVALUATIONS = "evaluations.csv"
 CHECKPOINT = "checkpoint.pt"
@@ -39,6 +47,7 @@ LAST_POLICY = "last.pt"
 MODEL_ZIP = "model.zip"
 SUMMARY = "summary.json"
 ERROR_LOG = "error.log"  # the traceback of an unexpected error
+LOCK = ".lock"
 
 EVAL_COLUMNS = ("step", "mean_return", "std_return", "mean_ep_length", "episodes", "wall_time_s")
 SUMMARY_KEYS = (
@@ -60,6 +69,65 @@ def run_prefix(agent: str, env_id: str) -> str:
 def run_name(agent: str, env_id: str, seed: int | str) -> str:
     """``AGENT_ENV_sSEED``: a run directory's default name."""
     return f"{run_prefix(agent, env_id)}_s{seed}"
+
+
+_HELD: dict[Path, int] = {}  # run dir (resolved) -> fd of its lock, held by this process
+
+
+class RunLocks:
+    """Holds run directories' locks (``RUN_DIR/.lock``, ``flock``) until the block ends.
+
+    One process trains a run at a time: a second ``train --resume`` of it, or a compare
+    rerun next to runs a killed compare left behind, is refused instead of writing into the
+    same files. The OS drops the lock when the process dies, SIGKILL included.
+    """
+
+    def __init__(self) -> None:
+        self._keys: list[Path] = []
+
+    def __enter__(self) -> RunLocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for key in self._keys:
+            os.close(_HELD.pop(key))
+        self._keys.clear()
+
+    def hold(self, run_dir: Path) -> None:
+        """Lock ``run_dir`` (it must exist) for this process, or raise UserError."""
+        key = Path(run_dir).resolve()
+        if fcntl is None or key in _HELD or not key.is_dir():
+            return  # (a missing directory is reported by whoever needs its files)
+        fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise UserError(
+                f"{run_dir} is being trained by another process"
+                + (f" (pid {holder})" if holder.isdigit() else "")
+                + "; wait for it to end, or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _HELD[key] = fd
+        self._keys.append(key)
+
+
+def locked_elsewhere(run_dir: Path) -> bool:
+    """True while another process trains ``run_dir`` (holds its lock)."""
+    path = Path(run_dir).resolve() / LOCK
+    if fcntl is None or path.parent in _HELD or not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (also drops the shared lock taken to look)
+    return False
 
 
 def policy_path(run_dir: Path, step: int) -> Path:

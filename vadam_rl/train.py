@@ -361,10 +361,24 @@ def train(
     """Train to ``config.total_steps``; returns the summary written to summary.json.
 
     ``initial_policy`` (a policy file's dict: actor, critic and their targets) replaces the
-    freshly initialised networks, e.g. weights imported from Stable-Baselines3.
+    freshly initialised networks, e.g. weights imported from Stable-Baselines3. The run
+    directory is locked while it trains (``layout.RunLocks``).
     """
+    with layout.RunLocks() as locks:
+        if resume:
+            locks.hold(run_dir)  # before anything is read: a live run may be mid-save
+        return _train(config, Path(run_dir), locks, resume, progress_bar, initial_policy)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    locks: layout.RunLocks,
+    resume: bool,
+    progress_bar: bool,
+    initial_policy: dict | None,
+) -> dict:
     validate(config)
-    run_dir = Path(run_dir)
     if not resume:
         config = compiled.resolve_auto(config, resolve_device(config.device))
     run = build_run(config, run_dir)
@@ -375,6 +389,7 @@ def train(
         (run_dir / layout.SUMMARY).unlink(missing_ok=True)  # extending a finished run
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
+        locks.hold(run_dir)
         save_config(config, run_dir / layout.CONFIG)
     logger = RunLogger(run_dir, purge_step=run.progress.step if resume else None)
     if not resume:

@@ -253,9 +253,24 @@ def train_population(
     resume: bool = False,
     progress_bar: bool = True,
 ) -> list[dict]:
-    """Train ``configs`` (one preset, distinct seeds) together; one summary per run."""
+    """Train ``configs`` (one preset, distinct seeds) together; one summary per run. The
+    run directories are locked while they train (``layout.RunLocks``)."""
     if len(configs) != len(run_dirs) or not configs:
         raise ValueError("one run directory per config, at least one")
+    with layout.RunLocks() as locks:
+        if resume:
+            for run_dir in run_dirs:  # before anything is read: a live run may be mid-save
+                locks.hold(run_dir)
+        return _train_population(configs, [Path(d) for d in run_dirs], locks, resume, progress_bar)
+
+
+def _train_population(
+    configs: Sequence[TrainConfig],
+    run_dirs: list[Path],
+    locks: layout.RunLocks,
+    resume: bool,
+    progress_bar: bool,
+) -> list[dict]:
     for config in configs:
         validate(config)
     if not resume:
@@ -263,7 +278,6 @@ def train_population(
         configs = [compiled.resolve_auto(config, device) for config in configs]
     check_same_settings(configs)
     check_stackable(configs[0])
-    run_dirs = [Path(d) for d in run_dirs]
     population = build_population(configs, run_dirs)
     if resume:
         load_population(population)
@@ -272,6 +286,7 @@ def train_population(
     else:
         for config, run_dir in zip(configs, run_dirs, strict=True):
             run_dir.mkdir(parents=True, exist_ok=True)
+            locks.hold(run_dir)
             save_config(config, run_dir / layout.CONFIG)
     purge = population.progress.step if resume else None
     loggers = [RunLogger(run_dir, purge_step=purge) for run_dir in run_dirs]
