@@ -243,6 +243,32 @@ def test_a_stopped_grid_checkpoints_every_run_and_leaves_no_process(stop: str, t
         os.killpg(process.pid, 0)
 
 
+def test_runs_stop_with_a_checkpoint_when_compare_is_killed_outright(tmp_path: Path):
+    log = tmp_path / "compare.log"
+    runs_dir = tmp_path / "grid"
+    names = ["ddpg-vadam_Pendulum-v1_s0", "ddpg-vadam_Pendulum-v1_s1"]
+    process = popen_cli(*grid_args(runs_dir, "--presets", "ddpg-vadam", steps=100_000), log=log)
+    try:
+        for name in names:
+            wait_until(lambda n=name: (runs_dir / n / "checkpoint.pt").exists(), f"{name} running")
+        process.kill()  # SIGKILL to compare alone: it cannot stop its runs itself
+        process.wait()
+        wait_until(lambda: not _group_alive(process.pid), "the runs to stop", timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    for name in names:  # stopped by SIGTERM, as from the kernel: each wrote its checkpoint
+        assert "checkpoint written" in (runs_dir / "logs" / f"{name}.log").read_text()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_planning_keeps_its_hands_off_runs_another_process_trains(tmp_path: Path):
     cell = job(tmp_path)
     cell.run_dir.mkdir()

@@ -8,6 +8,8 @@ writes a checkpoint and exits with code 130.
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -306,6 +308,8 @@ def _commands(wanted: str | None) -> dict[str, Callable[..., object]]:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if PARENT_ENV in os.environ:  # a run that vadam-rl compare started
+        stop_with_parent(int(os.environ.pop(PARENT_ENV)))
     wanted = args[0] if args and not args[0].startswith("-") else None
     try:
         parsed = tyro.extras.subcommand_cli_from_dict(_commands(wanted), prog="vadam-rl", args=args)
@@ -317,6 +321,24 @@ def main(argv: list[str] | None = None) -> None:
     except _training_errors() as err:
         print(f"vadam-rl: {err}", file=sys.stderr)
         raise SystemExit(130 if type(err).__name__ == "Interrupted" else 1) from None
+
+
+PARENT_ENV = "VADAM_RL_PARENT_PID"
+"""Set by ``vadam-rl compare`` for its runs: the pid they must not outlive."""
+
+
+def stop_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM (checkpoint, exit 130) when its parent dies,
+    even by SIGKILL: a run of a killed compare would otherwise train on, unseen, and hold
+    its run directory (Linux only; elsewhere nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before we asked
+        raise SystemExit(130)
 
 
 def _training_errors() -> tuple[type[Exception], ...]:

@@ -43,6 +43,7 @@ import yaml
 
 from vadam_rl import population_saves
 from vadam_rl import run_dir as layout
+from vadam_rl.cli import PARENT_ENV
 from vadam_rl.config import apply_overrides, flat_settings, load_preset, to_dict
 from vadam_rl.errors import UserError
 
@@ -309,9 +310,11 @@ def _is_temp_file(name: str) -> bool:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of a training subprocess: one CPU thread, unbuffered output."""
+    """The environment of a training subprocess: one CPU thread, unbuffered output, and our
+    pid, which it must not outlive (``cli.stop_with_parent``)."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env[PARENT_ENV] = str(os.getpid())  # the run stops (with a checkpoint) if we are killed
     return env
 
 
