@@ -339,6 +339,7 @@ def test_a_failing_population_says_how_to_train_its_seeds_one_by_one(tmp_path: P
     result = run_cli(*grid_args(tmp_path, "--presets", "ddpg-vadam", "--population", "on"))
     assert result.returncode == 1
     assert "ddpg-vadam_Pendulum-v1_s0,1 failed with exit code 2" in result.stderr
+    assert "2 of 2 runs failed" in result.stderr  # runs, not processes
     assert "rerun with --population off" in result.stderr
 
 

@@ -579,7 +579,8 @@ def compare_command(
         print(INTERRUPTED.format(runs_dir=runs_dir), file=sys.stderr)
         raise SystemExit(130)
     if failed:
-        print(f"{len(failed)} of {len(jobs)} runs failed; rerun to retry them", file=sys.stderr)
+        runs = sum(len(o.job.jobs) if isinstance(o.job, PopulationJob) else 1 for o in failed)
+        print(f"{runs} of {len(jobs)} runs failed; rerun to retry them", file=sys.stderr)
         if any(isinstance(outcome.job, PopulationJob) for outcome in failed):
             print(POPULATION_FAILED, file=sys.stderr)
         raise SystemExit(1)
