@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import torch
 from conftest import TINY, run_cli, tensors
 from torch import nn
 
+from vadam_rl import population_saves
+from vadam_rl import run_dir as layout
 from vadam_rl.cli import main, parse_seeds
 from vadam_rl.compare import Job, clear_unstarted_run, run_state
 from vadam_rl.config import ConfigError, TrainConfig, apply_overrides, load_preset
@@ -228,6 +232,44 @@ def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_pat
     assert [run_state(job) for job in jobs] == ["start", "start"]
     assert not (dirs[0] / "checkpoint.pending.pt").exists()
     clear_unstarted_run(dirs[0])  # only what a run writes before its first checkpoint
+
+
+def test_a_save_shared_with_a_run_in_training_is_left_alone(tmp_path: Path):
+    # Run a holds the pending file of an interrupted save of {a, b}; b was resumed alone and
+    # trains in another process. Whether the save completed can no longer be read off b's
+    # files: planning leaves a's file alone, and training a now is refused, not started
+    # from a checkpoint the save might later replace.
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run_dir in (a, b):
+        run_dir.mkdir()
+    pending = a / layout.PENDING_CHECKPOINT
+    torch.save({population_saves.TAG: population_saves.tag(a, [a, b], "s1")}, pending)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(b)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        population_saves.settle(a)  # planning (compare, the CLI's check): hands off
+        assert pending.is_file()
+        with layout.RunLocks() as locks, pytest.raises(UserError, match="training now"):
+            locks.hold(a)
+            population_saves.settle(a)  # about to train a
+        assert pending.is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+    population_saves.settle(a)  # b is idle again: a's save, never complete, is dropped
+    assert not pending.exists()
+
+
+HOLD_LOCK = """
+import sys, time
+from vadam_rl import run_dir as layout
+with layout.RunLocks() as locks:
+    locks.hold(sys.argv[1])
+    print("locked", flush=True)
+    time.sleep(600)
+"""
 
 
 def _lay_out(dirs: list[Path], session: Path, files: list[tuple]) -> None:

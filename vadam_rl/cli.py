@@ -308,8 +308,9 @@ def _commands(wanted: str | None) -> dict[str, Callable[..., object]]:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if PARENT_ENV in os.environ:  # a run that vadam-rl compare started
-        stop_with_parent(int(os.environ.pop(PARENT_ENV)))
+    parent = os.environ.pop(PARENT_ENV, "")  # (not inherited by what this process starts)
+    if parent.isdigit() and args[:1] == ["train"]:  # a run that vadam-rl compare started
+        stop_with_parent(int(parent))
     wanted = args[0] if args and not args[0].startswith("-") else None
     try:
         parsed = tyro.extras.subcommand_cli_from_dict(_commands(wanted), prog="vadam-rl", args=args)
@@ -338,6 +339,7 @@ def stop_with_parent(parent: int) -> None:
     pr_set_pdeathsig = 1
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # it died before we asked
+        print(f"vadam-rl: the process that started this run ({parent}) is gone", file=sys.stderr)
         raise SystemExit(130)
 
 

@@ -42,7 +42,7 @@ def settle(run_dir: Path) -> None:
     if layout.locked_elsewhere(run_dir):
         return
     committed = _tag(run_dir / layout.CHECKPOINT, strict=False)
-    if committed is not None and not _any_locked(_members(run_dir, committed)):
+    if committed is not None and not _busy(_members(run_dir, committed)):
         _commit(run_dir, committed)  # complete: members' pending files of it belong in too
     if not (run_dir / layout.PENDING_CHECKPOINT).is_file():
         return
@@ -52,7 +52,13 @@ def settle(run_dir: Path) -> None:
         log.warning("%s: removed an untagged %s", run_dir, layout.PENDING_CHECKPOINT)
         return
     members = _members(run_dir, pending)
-    if _any_locked(members):
+    busy = _busy(members)
+    if busy and layout.held_here(run_dir):  # about to train from a checkpoint it may replace
+        raise UserError(
+            f"{run_dir} holds a population save that a kill interrupted, shared with {busy[0]},"
+            " which another process is training now; resume this run after it"
+        )
+    if busy:
         return
     complete = any(_holds(m / layout.CHECKPOINT, pending, strict=False) for m in members) or all(
         _holds(m / layout.PENDING_CHECKPOINT, pending, strict=True) for m in members
@@ -94,8 +100,9 @@ def _remove(path: Path) -> None:
         raise UserError(f"cannot remove the interrupted save {path}: {err}") from None
 
 
-def _any_locked(members: Sequence[Path]) -> bool:
-    return any(layout.locked_elsewhere(member) for member in members)
+def _busy(members: Sequence[Path]) -> list[Path]:
+    """The members another process trains now: their files are not ours to settle."""
+    return [member for member in members if layout.locked_elsewhere(member)]
 
 
 def _members(run_dir: Path, save: dict) -> list[Path]:

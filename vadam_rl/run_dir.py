@@ -25,6 +25,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,7 @@ class RunLocks:
         if fcntl is None or key in _HELD or not key.is_dir():
             return  # (a missing directory is reported by whoever needs its files)
         fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(fd, fcntl.LOCK_EX, attempts=LOCK_ATTEMPTS):
             holder = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
             raise UserError(
@@ -115,6 +114,25 @@ class RunLocks:
         self._keys.append(key)
 
 
+LOCK_ATTEMPTS = 20  # 50 ms apart: another process's look (locked_elsewhere) is not a holder
+
+
+def _try_lock(fd: int, mode: int, attempts: int = 1) -> bool:
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < attempts:
+                time.sleep(0.05)
+    return False
+
+
+def held_here(run_dir: Path) -> bool:
+    """True while this process holds ``run_dir``'s lock."""
+    return Path(run_dir).resolve() in _HELD
+
+
 def locked_elsewhere(run_dir: Path) -> bool:
     """True while another process trains ``run_dir`` (holds its lock)."""
     path = Path(run_dir).resolve() / LOCK
@@ -122,12 +140,9 @@ def locked_elsewhere(run_dir: Path) -> bool:
         return False
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return not _try_lock(fd, fcntl.LOCK_SH)
     finally:
         os.close(fd)  # (also drops the shared lock taken to look)
-    return False
 
 
 def policy_path(run_dir: Path, step: int) -> Path:

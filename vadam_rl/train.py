@@ -365,8 +365,6 @@ def train(
     directory is locked while it trains (``layout.RunLocks``).
     """
     with layout.RunLocks() as locks:
-        if resume:
-            locks.hold(run_dir)  # before anything is read: a live run may be mid-save
         return _train(config, Path(run_dir), locks, resume, progress_bar, initial_policy)
 
 
@@ -384,7 +382,10 @@ def _train(
     run = build_run(config, run_dir)
     if initial_policy is not None:
         load_initial_policy(run.agent, initial_policy)
+    # Locked after the envs are built (forked env workers would inherit the lock) and
+    # before anything is read (a live run may be mid-save).
     if resume:
+        locks.hold(run_dir)
         load_checkpoint(run)
         (run_dir / layout.SUMMARY).unlink(missing_ok=True)  # extending a finished run
     else:

@@ -258,9 +258,6 @@ def train_population(
     if len(configs) != len(run_dirs) or not configs:
         raise ValueError("one run directory per config, at least one")
     with layout.RunLocks() as locks:
-        if resume:
-            for run_dir in run_dirs:  # before anything is read: a live run may be mid-save
-                locks.hold(run_dir)
         return _train_population(configs, [Path(d) for d in run_dirs], locks, resume, progress_bar)
 
 
@@ -279,14 +276,19 @@ def _train_population(
     check_same_settings(configs)
     check_stackable(configs[0])
     population = build_population(configs, run_dirs)
+    # Locked after the envs are built (forked env workers would inherit the locks), before
+    # anything is read (a live run may be mid-save) or written.
+    if not resume:
+        for run_dir in run_dirs:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    for run_dir in run_dirs:
+        locks.hold(run_dir)
     if resume:
         load_population(population)
         for run_dir in run_dirs:
             (run_dir / layout.SUMMARY).unlink(missing_ok=True)
     else:
         for config, run_dir in zip(configs, run_dirs, strict=True):
-            run_dir.mkdir(parents=True, exist_ok=True)
-            locks.hold(run_dir)
             save_config(config, run_dir / layout.CONFIG)
     purge = population.progress.step if resume else None
     loggers = [RunLogger(run_dir, purge_step=purge) for run_dir in run_dirs]
