@@ -256,6 +256,17 @@ def files(run: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
 
 
+def test_the_parent_pid_from_compare_binds_train_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # compare sets it for its runs; pid 1 is not our parent, as if compare had died.
+    monkeypatch.setenv("VADAM_RL_PARENT_PID", "1")
+    assert "ddpg-vadam" in run_cli("agents", check=True).stdout  # other commands ignore it
+    result = run_cli(*pendulum_args(tmp_path, "orphan", steps=1000))
+    assert result.returncode == 130 and "is gone" in result.stderr
+    assert not (tmp_path / "orphan").exists()  # stopped before anything was written
+
+
 def test_agents_lists_every_preset():
     result = run_cli("agents", check=True)
     for name in [
