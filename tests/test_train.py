@@ -122,3 +122,24 @@ def test_the_resume_command_names_what_config_yaml_does_not_hold_and_quotes_path
     spaced.mkdir()
     save_config(config, spaced / "config.yaml")
     assert resume_command([spaced], config) == f"vadam-rl train --resume '{spaced}'"
+
+
+def test_a_filesystem_without_locks_trains_unlocked(tmp_path: Path, monkeypatch):
+    # Some network filesystems answer flock with ENOLCK: better a run without its lock
+    # than no run (and certainly not a traceback).
+    import errno
+
+    from vadam_rl import run_dir as layout
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(layout.fcntl, "flock", no_locks)
+    config = apply_overrides(
+        load_preset("ddpg-adam", "Pendulum-v1"),
+        ["actor.hidden_sizes=[8]", "critic.hidden_sizes=[8, 8]", "learning_starts=50",
+         "total_steps=100", "eval_every=100", "eval_episodes=1"],
+    )  # fmt: skip
+    summary = train(config, tmp_path / "run", progress_bar=False)
+    assert summary["total_steps"] == 100
+    assert not layout.locked_elsewhere(tmp_path / "run")

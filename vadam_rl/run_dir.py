@@ -21,6 +21,7 @@ Policy files hold only tensors and plain values, loadable with ``torch.load(weig
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -118,6 +119,7 @@ LOCK_ATTEMPTS = 20  # 50 ms apart: another process's look (locked_elsewhere) is 
 
 
 def _try_lock(fd: int, mode: int, attempts: int = 1) -> bool:
+    """Whether ``fd`` got the lock (True too where the filesystem has no locks)."""
     for attempt in range(attempts):
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
@@ -125,6 +127,10 @@ def _try_lock(fd: int, mode: int, attempts: int = 1) -> bool:
         except BlockingIOError:
             if attempt + 1 < attempts:
                 time.sleep(0.05)
+        except OSError as err:
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            return True  # e.g. some network filesystems: train unlocked rather than not at all
     return False
 
 
