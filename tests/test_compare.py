@@ -221,15 +221,20 @@ STOPS = {
 }
 
 
+RUNNING = ["ddpg-vadam_Pendulum-v1_s0", "ddpg-vadam_Pendulum-v1_s1"]  # a long grid's runs
+
+
+def wait_until_running(runs_dir: Path) -> None:
+    for name in RUNNING:
+        wait_until(lambda n=name: (runs_dir / n / "checkpoint.pt").exists(), f"{name} running")
+
+
 @pytest.mark.parametrize("stop", STOPS)
 def test_a_stopped_grid_checkpoints_every_run_and_leaves_no_process(stop: str, tmp_path: Path):
-    log = tmp_path / "compare.log"
-    runs_dir = tmp_path / "grid"
-    names = ["ddpg-vadam_Pendulum-v1_s0", "ddpg-vadam_Pendulum-v1_s1"]
+    log, runs_dir, names = tmp_path / "compare.log", tmp_path / "grid", RUNNING
     process = popen_cli(*grid_args(runs_dir, "--presets", "ddpg-vadam", steps=100_000), log=log)
     try:
-        for name in names:
-            wait_until(lambda n=name: (runs_dir / n / "checkpoint.pt").exists(), f"{name} running")
+        wait_until_running(runs_dir)
         STOPS[stop](process.pid)
         assert process.wait(timeout=60) == 130
     finally:
@@ -244,13 +249,10 @@ def test_a_stopped_grid_checkpoints_every_run_and_leaves_no_process(stop: str, t
 
 
 def test_runs_stop_with_a_checkpoint_when_compare_is_killed_outright(tmp_path: Path):
-    log = tmp_path / "compare.log"
-    runs_dir = tmp_path / "grid"
-    names = ["ddpg-vadam_Pendulum-v1_s0", "ddpg-vadam_Pendulum-v1_s1"]
+    log, runs_dir, names = tmp_path / "compare.log", tmp_path / "grid", RUNNING
     process = popen_cli(*grid_args(runs_dir, "--presets", "ddpg-vadam", steps=100_000), log=log)
     try:
-        for name in names:
-            wait_until(lambda n=name: (runs_dir / n / "checkpoint.pt").exists(), f"{name} running")
+        wait_until_running(runs_dir)
         process.kill()  # SIGKILL to compare alone: it cannot stop its runs itself
         process.wait()
         wait_until(lambda: not _group_alive(process.pid), "the runs to stop", timeout=60)
