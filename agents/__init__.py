@@ -1,1 +1,1 @@
-"""Agent presets (YAML). Shipped inside the package as ``vadam_rl.agents``."""
+"""Agent presets (YAML). Shipped inside the package as ``vadam_rl.presets``."""

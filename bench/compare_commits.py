@@ -76,11 +76,13 @@ def run_part(tree: Path, part: str, settings: dict) -> float:
 
 def add_worktree(commit: str, where: Path) -> None:
     subprocess.run(["git", "worktree", "add", "--detach", str(where), commit], cwd=ROOT, check=True)
-    # The editable install maps ``vadam_rl.agents`` to this tree's agents/; give the other
-    # tree's package its own presets so its PYTHONPATH import finds them first.
-    link = where / "vadam_rl" / "agents"
-    if not link.exists():
-        link.symlink_to(where / "agents", target_is_directory=True)
+    # The editable install maps the presets package to this tree's agents/; give the other
+    # tree's package its own presets so its PYTHONPATH import finds them first (under the
+    # package's name then and now).
+    for name in ("agents", "presets"):
+        link = where / "vadam_rl" / name
+        if not link.exists():
+            link.symlink_to(where / "agents", target_is_directory=True)
 
 
 def main() -> None:

@@ -4,9 +4,9 @@
 - **compiled**: the same loss computations compiled with ``torch.compile`` (inductor); the
   backward passes run the compiled backward graphs;
 - **hand-written**: ``DDPG.update`` as the training loop runs it, with the gradients of
-  ``vadam_rl.backprop`` (no autograd graph);
+  ``vadam_rl.fast.backprop`` (no autograd graph);
 - **hand-written+compile**: the same with ``compile=True``: the whole update (gradients,
-  optimizer steps, Polyak) as one ``torch.compile`` graph (``vadam_rl.compiled``).
+  optimizer steps, Polyak) as one ``torch.compile`` graph (``vadam_rl.fast.compiled``).
 
 The first three step the same eager optimizers (fused Adam, or Vadam with its closure).
 The variants take turns in rounds (the machine's speed drifts); prints the median ms per
@@ -32,9 +32,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from run import BATCH_SIZE, Settings, fill_buffer, ours_config, sync
 
-from vadam_rl.buffer import Batch, ReplayBuffer
-from vadam_rl.ddpg import DDPG
-from vadam_rl.networks import polyak_update
+from vadam_rl.agent.batch import Batch
+from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.networks import polyak_update
+from vadam_rl.training.buffer import ReplayBuffer
 
 
 def make_update(agent: DDPG, variant: str):

@@ -2,7 +2,7 @@
 
 On a GPU an eager DDPG update is launch-bound: many small kernels, each costing more host
 time than device time. ``cuda_graph=true`` captures the whole update once (critic step,
-actor step, Polyak) and replays it (``vadam_rl.cuda_graph``). Two agents start equal and
+actor step, Polyak) and replays it (``vadam_rl.fast.cuda_graph``). Two agents start equal and
 see the same minibatches: one updated eagerly, one graphed (its timing includes copying the
 batch in and, for Vadam, drawing the noise before each replay). Printed per preset and
 population size: ms per update (median over alternating rounds) and how far the two
@@ -27,10 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from run import BATCH_SIZE, Settings, fill_buffer, ours_config
 
-from vadam_rl.buffer import Batch, ReplayBuffer
-from vadam_rl.ddpg import DDPG
-from vadam_rl.population.agent import PopulationBuffer, PopulationDDPG
+from vadam_rl.agent.batch import Batch
+from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.population import PopulationBuffer, PopulationDDPG
 from vadam_rl.rng import AgentGenerators
+from vadam_rl.training.buffer import ReplayBuffer
 
 OBS_DIM, ACT_DIM = 17, 6
 CAPACITY = 20_000

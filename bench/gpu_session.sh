@@ -39,9 +39,9 @@ cli_checks() {  # cli_checks AGENT [--set K=V ...]: a resumed run ends with the 
     local sets=(--set learning_starts=1000 --set eval_every=0 --set eval_episodes=1 "$@")
     local where=(--agent "$agent" --device "$device" --log-dir "$d" --no-progress)
     local common=("${where[@]}" --seed 0 "${sets[@]}")
-    $py -P -m vadam_rl.cli train "${common[@]}" --total-steps 3000 --run-name straight || return 1
-    $py -P -m vadam_rl.cli train "${common[@]}" --total-steps 2000 --run-name split || return 1
-    $py -P -m vadam_rl.cli train --resume "$d/split" --total-steps 3000 --no-progress || return 1
+    $py -P -m vadam_rl.commands.cli train "${common[@]}" --total-steps 3000 --run-name straight || return 1
+    $py -P -m vadam_rl.commands.cli train "${common[@]}" --total-steps 2000 --run-name split || return 1
+    $py -P -m vadam_rl.commands.cli train --resume "$d/split" --total-steps 3000 --no-progress || return 1
     $py - "$d/straight/checkpoint.pt" "$d/split/checkpoint.pt" <<'PY' || return 1
 import sys, torch
 a, b = (torch.load(p, map_location="cpu", weights_only=False) for p in sys.argv[1:])
@@ -60,7 +60,7 @@ bad = [k for k in la if isinstance(la[k], torch.Tensor) and not torch.equal(la[k
 print(f"agent state: {len(la)} leaves, {len(bad)} differ after a resume: {bad[:5]}")
 assert a["progress"]["step"] == b["progress"]["step"] == 3000 and not bad
 PY
-    $py -P -m vadam_rl.cli train "${where[@]}" --seeds 0-1 "${sets[@]}" --total-steps 2000 || return 1
+    $py -P -m vadam_rl.commands.cli train "${where[@]}" --seeds 0-1 "${sets[@]}" --total-steps 2000 || return 1
     ls "$d"
 }
 export -f cli_checks

@@ -5,7 +5,7 @@ critic, one gradient step per env step, ``learning_starts`` uniformly random ste
 Measured, each in a fresh Python process (so peak memory belongs to one thing and one
 measurement cannot warm up or slow down the next):
 
-- **ours**: ``vadam_rl.train.train`` (the real loop: collector, buffer, update, logging) for
+- **ours**: ``vadam_rl.training.run.train`` (the real loop: collector, buffer, update, logging) for
   the ``ddpg-adam`` preset (Gaussian noise 0.1: SB3's algorithm) and ``ddpg-vadam``. The
   loop logs at every ``log_every`` steps, after reading its metrics (a host sync on CUDA);
   the TensorBoard wall time of those log events at steps s1 < s2, both past ``learning_starts``
@@ -186,8 +186,8 @@ def per_second(run: Callable[[], object], calls: int, device: torch.device) -> f
 
 def ours_config(preset: str, settings: Settings):
     """The preset with the shared benchmark settings (SB3's critic layout for both)."""
-    from vadam_rl.compiled import compile_wanted
     from vadam_rl.config import apply_overrides, load_preset
+    from vadam_rl.fast.compiled import compile_wanted
 
     config = load_preset(preset, ENV_ID)
     graph = settings.cuda_graph and config.cuda_graph  # the preset's own choice, or off
@@ -230,8 +230,8 @@ def log_times(run_dir: Path) -> dict[int, float]:
 
 def bench_ours(preset: str, settings: Settings) -> dict:
     """Steps/s of ``train`` between two log points past learning_starts + warmup."""
-    from vadam_rl.compiled import compile_wanted
-    from vadam_rl.train import train
+    from vadam_rl.fast.compiled import compile_wanted
+    from vadam_rl.training.run import train
 
     config = ours_config(preset, settings)
     with tempfile.TemporaryDirectory(prefix="vadam-bench-") as tmp:
@@ -248,7 +248,7 @@ def bench_ours(preset: str, settings: Settings) -> dict:
 def bench_population(preset: str, agents: int, settings: Settings) -> dict:
     """Per-agent and aggregate steps/s of ``train_population`` with seeds 0..agents-1."""
     from vadam_rl.config import apply_overrides
-    from vadam_rl.population import train_population
+    from vadam_rl.training.population import train_population
 
     configs = []
     for seed in range(agents):
@@ -299,8 +299,8 @@ def fill_buffer(buffer, n: int, device: torch.device, agents: int = 0) -> None:
 
 def bench_ours_update(preset: str, settings: Settings) -> float:
     """Updates/s of ``DDPG.update(buffer.sample(100))``, the loop's training step."""
-    from vadam_rl.buffer import ReplayBuffer
-    from vadam_rl.ddpg import DDPG
+    from vadam_rl.agent.ddpg import DDPG
+    from vadam_rl.training.buffer import ReplayBuffer
 
     device = torch.device(settings.device)
     config = ours_config(preset, settings)

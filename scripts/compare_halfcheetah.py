@@ -1,7 +1,7 @@
 """Vadam-DDPG against plain-Adam DDPG on HalfCheetah over seeds, then the report.
 
-The same command as ``vadam-rl compare`` (the logic lives in ``vadam_rl.compare``); every flag
-is overridable, e.g. a budget that fits a laptop:
+The same command as ``vadam-rl compare`` (the logic lives in ``vadam_rl.commands.compare``);
+every flag is overridable, e.g. a budget that fits a laptop:
 
     python scripts/compare_halfcheetah.py --total-steps 100000 --seeds 3
 
@@ -14,7 +14,7 @@ import sys
 
 import tyro
 
-from vadam_rl.compare import compare_command
+from vadam_rl.commands.compare import compare_command
 from vadam_rl.config import ConfigError
 from vadam_rl.errors import UserError
 

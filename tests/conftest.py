@@ -32,7 +32,7 @@ def cli_env() -> dict[str, str]:
 def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
     """``vadam-rl ARGS`` in a fresh Python process, as a user would run it."""
     result = subprocess.run(
-        [sys.executable, "-m", "vadam_rl.cli", *args],
+        [sys.executable, "-m", "vadam_rl.commands.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -47,7 +47,7 @@ def popen_cli(*args: str, log: Path) -> subprocess.Popen:
     """Start ``vadam-rl ARGS`` in the background, stdout+stderr into ``log``."""
     handle = log.open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", "vadam_rl.cli", *args],
+        [sys.executable, "-m", "vadam_rl.commands.cli", *args],
         stdout=handle,
         stderr=subprocess.STDOUT,
         env=cli_env(),

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from vadam_rl.agent.networks import ActionScaler, Actor, Critic
 from vadam_rl.config import NetworkConfig, TrainConfig, save_config
 from vadam_rl.envs import make_env
 from vadam_rl.evaluation import evaluate
-from vadam_rl.networks import ActionScaler, Actor, Critic
 from vadam_rl.run_dir import BEST_POLICY, CONFIG, POLICIES, atomic_torch_save, policy_path
 
 # Runs in a fresh interpreter that may import SB3 and gymnasium but not vadam_rl: an exported

@@ -1,4 +1,4 @@
-"""The hand-written DDPG gradients (vadam_rl.backprop) against autograd, in float64.
+"""The hand-written DDPG gradients (vadam_rl.fast.backprop) against autograd, in float64.
 
 Autograd on the same modules is the independent reference: a wrong transpose, a missing
 ReLU mask, the action columns taken from the wrong end or a 1/K loss scaling in a population
@@ -8,12 +8,12 @@ would each move the gradients by far more than float64 rounding.
 import pytest
 import torch
 
-from vadam_rl import backprop
-from vadam_rl.buffer import Batch
+from vadam_rl.agent.batch import Batch
+from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.networks import Actor, Critic
+from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.config import TrainConfig
-from vadam_rl.ddpg import DDPG
-from vadam_rl.networks import Actor, Critic
-from vadam_rl.population.agent import PopulationDDPG
+from vadam_rl.fast import backprop
 from vadam_rl.rng import AgentGenerators
 
 OBS, ACT, B = 5, 3, 7

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vadam_rl.buffer import ReplayBuffer
+from vadam_rl.training.buffer import ReplayBuffer
 
 
 def filled(capacity: int, n: int) -> ReplayBuffer:

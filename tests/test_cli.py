@@ -12,7 +12,7 @@ from conftest import TINY, popen_cli, run_cli
 from sb3_helpers import assert_sb3_matches
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vadam_rl.networks import Actor
+from vadam_rl.agent.networks import Actor
 
 SB3_TAGS = {
     "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/actor_loss",

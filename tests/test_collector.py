@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from vadam_rl.buffer import ReplayBuffer
-from vadam_rl.collector import RolloutCollector, episode_seed, make_vector_env
-from vadam_rl.exploration import GaussianActionNoise, NoExploration
-from vadam_rl.networks import Actor
+from vadam_rl.agent.exploration import GaussianActionNoise, NoExploration
+from vadam_rl.agent.networks import Actor
+from vadam_rl.training.buffer import ReplayBuffer
+from vadam_rl.training.collector import RolloutCollector, episode_seed, make_vector_env
 
 
 class ReachTheWall(gym.Env):
@@ -123,8 +123,8 @@ def test_every_episode_starts_from_its_own_seed():
 def test_serial_vector_env_steps_and_resets_like_gymnasiums_sync_vector_env():
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-    from vadam_rl.collector import SerialVectorEnv
     from vadam_rl.envs import make_env
+    from vadam_rl.training.collector import SerialVectorEnv
 
     fns = [lambda: make_env("Pendulum-v1")] * 2
     ours, theirs = SerialVectorEnv(fns), SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)

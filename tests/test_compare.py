@@ -13,7 +13,13 @@ import pytest
 from conftest import TINY, popen_cli, run_cli
 
 from vadam_rl import run_dir as layout
-from vadam_rl.compare import Job, PopulationJob, compare_command, group_populations, train_argv
+from vadam_rl.commands.compare import (
+    Job,
+    PopulationJob,
+    compare_command,
+    group_populations,
+    train_argv,
+)
 from vadam_rl.config import apply_overrides, load_preset, save_config
 from vadam_rl.errors import UserError
 

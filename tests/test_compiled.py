@@ -14,15 +14,15 @@ import torch
 from conftest import tensors
 from test_backprop import double_agent, make_batch, make_config
 
-from vadam_rl.compiled import (
+from vadam_rl.agent.population import PopulationDDPG
+from vadam_rl.config import TrainConfig, apply_overrides, load_preset
+from vadam_rl.fast.compiled import (
     AdamGraphStep,
     CompiledUpdate,
     compile_wanted,
     planned_updates,
     resolve_auto,
 )
-from vadam_rl.config import TrainConfig, apply_overrides, load_preset
-from vadam_rl.population.agent import PopulationDDPG
 from vadam_rl.rng import AgentGenerators
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device name needs no GPU
@@ -232,7 +232,7 @@ def test_compile_auto_compiles_long_cpu_runs_only():
 def test_a_new_run_saves_what_auto_resolved_to(tmp_path):
     """So that resuming, or extending with --total-steps, keeps the update's arithmetic."""
     from vadam_rl.config import load_config_file
-    from vadam_rl.train import train
+    from vadam_rl.training.run import train
 
     long_run = load_preset("ddpg-adam")
     assert resolve_auto(long_run, CPU).compile is True
@@ -255,7 +255,7 @@ def test_a_wrong_compile_value_names_every_accepted_one():
 
 
 def test_the_cli_announces_a_compiled_update(capsys: pytest.CaptureFixture[str]):
-    from vadam_rl.cli import announce_compile
+    from vadam_rl.commands.train import announce_compile
 
     announce_compile(apply_overrides(load_preset("ddpg-adam"), ["device=cpu"]))
     assert "compiled (torch.compile" in capsys.readouterr().out

@@ -115,9 +115,9 @@ def test_a_reused_draw_must_not_wait_across_steps_without_an_update():
 def test_vadam_is_another_name_for_posterior_exploration_and_num_samples_reaches_vadam():
     import torch
 
-    from vadam_rl.exploration import PosteriorSampling, make_exploration
-    from vadam_rl.networks import Actor
-    from vadam_rl.optim.factory import build_optimizer
+    from vadam_rl.agent.exploration import PosteriorSampling, make_exploration
+    from vadam_rl.agent.networks import Actor
+    from vadam_rl.agent.optimizers import build_optimizer
 
     config = load_preset("ddpg-vadam")
     apply_overrides(config, ["exploration.kind=vadam", "actor.optimizer.num_samples=2"])
@@ -129,5 +129,9 @@ def test_vadam_is_another_name_for_posterior_exploration_and_num_samples_reaches
 
 
 def test_out_of_range_optimizer_settings_are_config_errors():
+    from vadam_rl.agent.optimizers import check_optimizers
+
     with pytest.raises(ConfigError, match=r"actor\.optimizer: Invalid num_samples"):
-        apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.num_samples=0"])
+        check_optimizers(
+            apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.num_samples=0"])
+        )

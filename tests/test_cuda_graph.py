@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import tensors
 
-from vadam_rl.buffer import Batch
+from vadam_rl.agent.batch import Batch
+from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.config import apply_overrides, list_presets, load_preset
-from vadam_rl.cuda_graph import why_eager
-from vadam_rl.ddpg import DDPG
+from vadam_rl.fast.cuda_graph import why_eager
 from vadam_rl.optim import VadaGrad, Vadam
-from vadam_rl.population.agent import PopulationDDPG
 from vadam_rl.rng import AgentGenerators
 
 OBS, ACT = 5, 3
@@ -246,7 +246,7 @@ def test_graph_mode_update_replays_the_same_ops_at_every_step():
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
 
-    from vadam_rl.cuda_graph import make_capturable
+    from vadam_rl.fast.cuda_graph import make_capturable
 
     class Trace(TorchDispatchMode):
         def __init__(self, names):

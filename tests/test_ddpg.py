@@ -2,9 +2,9 @@ import io
 
 import torch
 
-from vadam_rl.buffer import Batch
+from vadam_rl.agent.batch import Batch
+from vadam_rl.agent.ddpg import DDPG
 from vadam_rl.config import TrainConfig
-from vadam_rl.ddpg import DDPG
 
 
 def make_agent(gamma: float = 0.9, tau: float = 0.5) -> DDPG:

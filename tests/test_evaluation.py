@@ -16,10 +16,10 @@ from stable_baselines3 import DDPG
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
+from vadam_rl.agent.networks import Actor
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
 from vadam_rl.evaluation import EvalResult, evaluate, record_video
-from vadam_rl.networks import Actor
 
 
 class RecordActions(gym.Wrapper):
@@ -178,7 +178,7 @@ def test_record_video_with_glfw_and_no_display_fails_in_one_line(tmp_path):
         "import sys\n"
         "from vadam_rl.errors import UserError\n"
         "from vadam_rl.evaluation import record_video\n"
-        "from vadam_rl.networks import Actor\n"
+        "from vadam_rl.agent.networks import Actor\n"
         "try:\n"
         "    record_video(Actor(17, 6, [8]), 'HalfCheetah-v5', 'out.mp4', seed=0)\n"
         "except UserError as err:\n"

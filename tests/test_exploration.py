@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from vadam_rl.agent.exploration import make_exploration
+from vadam_rl.agent.networks import Actor
+from vadam_rl.agent.optimizers import build_optimizer
 from vadam_rl.config import ExplorationConfig, OptimizerConfig
-from vadam_rl.exploration import make_exploration
-from vadam_rl.networks import Actor
-from vadam_rl.optim.factory import build_optimizer
 
 OBS = torch.randn(256, 5, generator=torch.Generator().manual_seed(0))
 
@@ -52,7 +52,7 @@ def test_posterior_behaviour_differs_from_the_mean_actor_which_stays_untouched()
     with torch.no_grad():
         step = posterior(actor, optimizer).act(OBS)
     assert mean_distance(step) > 1e-3
-    # acting runs in numpy on a CPU (vadam_rl.host_actor): another BLAS, float32 rounding
+    # acting runs in numpy on a CPU (vadam_rl.fast.host_actor): another BLAS, float32 rounding
     torch.testing.assert_close(step.mean, actor(OBS).detach(), rtol=0, atol=1e-6)
     assert all(torch.equal(p, b) for p, b in zip(actor.parameters(), before, strict=True))
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from vadam_rl.host_actor import HostActor, acting_forward
-from vadam_rl.networks import Actor
-from vadam_rl.population.stacking import stack_modules
+from vadam_rl.agent.networks import Actor
+from vadam_rl.agent.stacking import stack_modules
+from vadam_rl.fast.host_actor import HostActor, acting_forward
 
 OBS = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
 OBS64 = OBS.double()

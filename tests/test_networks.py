@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vadam_rl.networks import ActionScaler, Actor, Critic, polyak_update
+from vadam_rl.agent.networks import ActionScaler, Actor, Critic, polyak_update
 
 
 def test_actor_is_sb3_shaped_and_squashes():

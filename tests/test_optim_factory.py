@@ -28,6 +28,7 @@ from optim_helpers import (
 )
 from torch import nn
 
+from vadam_rl.agent.optimizers import _BUILDERS, build_optimizer
 from vadam_rl.config import OptimizerConfig, list_presets, load_preset
 from vadam_rl.optim import (
     AdamExplore,
@@ -35,9 +36,7 @@ from vadam_rl.optim import (
     Vadam,
     VariationalOptimizer,
     Vprop,
-    build_optimizer,
 )
-from vadam_rl.optim.factory import _BUILDERS
 
 VARIATIONAL = ["vadam", "vadagrad", "vprop", "adam-explore", pytest.param("ivon", marks=needs_ivon)]
 CLASSES = {"vadam": Vadam, "vadagrad": VadaGrad, "vprop": Vprop, "adam-explore": AdamExplore}

@@ -13,15 +13,17 @@ import torch
 from conftest import TINY, run_cli, tensors
 from torch import nn
 
-from vadam_rl import population_saves
 from vadam_rl import run_dir as layout
-from vadam_rl.cli import main, parse_seeds
-from vadam_rl.compare import Job, clear_unstarted_run, run_state
+from vadam_rl.agent.stacking import StackedLinear, select_agent, stack_agents, stack_modules
+from vadam_rl.commands.cli import main
+from vadam_rl.commands.compare import Job, clear_unstarted_run, run_state
+from vadam_rl.commands.train import parse_seeds
 from vadam_rl.config import ConfigError, TrainConfig, apply_overrides, load_preset
-from vadam_rl.errors import UserError
-from vadam_rl.population import train_population
-from vadam_rl.population.stacking import StackedLinear, select_agent, stack_agents, stack_modules
-from vadam_rl.train import NonFiniteError, read_evaluations, train
+from vadam_rl.errors import NonFiniteError, UserError
+from vadam_rl.training import saves as population_saves
+from vadam_rl.training.population import train_population
+from vadam_rl.training.records import read_evaluations
+from vadam_rl.training.run import train
 
 SEEDS = [0, 1, 2]
 
@@ -294,8 +296,8 @@ def _before_final_outputs(run_dir: Path) -> None:
 
 
 def test_save_together_writes_no_checkpoint_unless_it_can_write_all(tmp_path: Path):
-    from vadam_rl.population.checkpoints import save_together
-    from vadam_rl.train import build_run, save_checkpoint
+    from vadam_rl.training.build import build_run
+    from vadam_rl.training.checkpoint import save_checkpoint, save_together
 
     runs = [build_run(small_config("ddpg-adam", s), tmp_path / f"run{s}") for s in SEEDS[:2]]
     runs[0].run_dir.mkdir()
@@ -348,8 +350,8 @@ def test_population_refuses_runs_that_differ_in_more_than_the_seed(tmp_path: Pat
 
 
 def test_population_buffer_state_is_per_agent_only():
-    from vadam_rl.population.agent import PopulationBuffer
     from vadam_rl.rng import AgentGenerators
+    from vadam_rl.training.buffer import PopulationBuffer
 
     generators = AgentGenerators([torch.Generator().manual_seed(k) for k in range(2)])
     buffer = PopulationBuffer(8, 3, 1, torch.device("cpu"), generators)

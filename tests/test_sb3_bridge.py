@@ -17,14 +17,13 @@ import yaml
 from sb3_helpers import assert_sb3_matches, files_under, make_random_run, run_python
 from stable_baselines3 import DDPG, SAC, TD3
 
+from vadam_rl.agent.networks import ActionScaler
+from vadam_rl.commands.sb3 import eval_command, export_command
 from vadam_rl.config import TrainConfig, save_config
 from vadam_rl.errors import UserError
-from vadam_rl.networks import ActionScaler
 from vadam_rl.run_dir import atomic_torch_save, policy_path
-from vadam_rl.sb3_bridge import (
+from vadam_rl.sb3.export import (
     POLICY_KEYS,
-    eval_command,
-    export_command,
     export_policy,
     export_sb3,
     import_sb3,
@@ -124,7 +123,7 @@ def test_export_last_is_the_newer_of_last_pt_and_the_highest_step_file(tmp_path)
 
 def test_export_of_a_paper_layout_critic_keeps_sb3_critic_and_warns(tmp_path, caplog):
     run = make_random_run(tmp_path / "run", "Pendulum-v1", [32, 32], action_layer=1)
-    with caplog.at_level(logging.WARNING, logger="vadam_rl.sb3_bridge"):
+    with caplog.at_level(logging.WARNING, logger="vadam_rl.sb3.export"):
         zip_path = export_sb3(run.path)
     assert "freshly initialised critic" in caplog.text
     model = DDPG.load(zip_path, device="cpu")

@@ -8,7 +8,8 @@ import torch
 from conftest import popen_cli
 
 from vadam_rl.config import apply_overrides, load_preset
-from vadam_rl.train import read_evaluations, train
+from vadam_rl.training.records import read_evaluations
+from vadam_rl.training.run import train
 
 HIDDEN = "[64,64]"
 
@@ -86,7 +87,8 @@ def test_vector_envs_that_never_end_episodes_together_still_get_checkpoints(tmp_
 
 
 def test_metrics_sum_per_metric_and_name_the_first_non_finite_step_and_agent():
-    from vadam_rl.train import Metrics, NonFiniteError
+    from vadam_rl.errors import NonFiniteError
+    from vadam_rl.training.loop import Metrics
 
     metrics = Metrics(labels=["run_s0", "run_s1", "run_s2"])
     for step in range(1, 6):
@@ -109,7 +111,7 @@ def test_metrics_sum_per_metric_and_name_the_first_non_finite_step_and_agent():
 
 def test_the_resume_command_names_what_config_yaml_does_not_hold_and_quotes_paths(tmp_path: Path):
     from vadam_rl.config import load_preset, save_config
-    from vadam_rl.train import resume_command
+    from vadam_rl.training.run import resume_command
 
     config = load_preset("ddpg-adam", "Pendulum-v1")
     save_config(config, tmp_path / "config.yaml")

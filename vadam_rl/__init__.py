@@ -6,19 +6,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Heavy or optional pieces are imported on first use, so `import vadam_rl` stays cheap and
-# never needs SB3 or Ray.
-_LAZY = {
-    "load_sb3": "vadam_rl.sb3_bridge",
-    "export_sb3": "vadam_rl.sb3_bridge",
-    "TrainConfig": "vadam_rl.config",
-    "load_preset": "vadam_rl.config",
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    # Imported on first use, so `import vadam_rl` stays cheap and never needs SB3 or Ray.
+    if name in ("load_sb3", "export_sb3"):
+        from vadam_rl.sb3 import export
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(export, name)
+    if name in ("TrainConfig", "load_preset"):
+        from vadam_rl import config
+
+        return getattr(config, name)
     raise AttributeError(f"module 'vadam_rl' has no attribute {name!r}")

@@ -134,7 +134,7 @@ class TrainConfig:
     arithmetic; Vadam: its graph mode, equal up to float rounding). Possible on CUDA with
     Adam or Vadam for actor and critic (VadaGrad, Vprop, AdamExplore and IVON not yet), the
     built-in networks and compile=false; elsewhere the update runs eagerly as without it
-    (``vadam_rl.cuda_graph.why_eager``)."""
+    (``vadam_rl.fast.cuda_graph.why_eager``)."""
     actor: NetworkConfig = field(
         default_factory=lambda: NetworkConfig(optimizer=OptimizerConfig(lr=1e-3))
     )
@@ -153,7 +153,7 @@ class TrainConfig:
 
 def preset_dir() -> Path:
     """The folder holding the shipped ``*.yaml`` presets."""
-    return Path(str(resources.files("vadam_rl.agents")))
+    return Path(str(resources.files("vadam_rl.presets")))
 
 
 def list_presets() -> dict[str, str]:
@@ -344,11 +344,8 @@ def validate(config: TrainConfig) -> None:
 
 
 def _check_network(net: NetworkConfig, name: str) -> None:
-    """The optimizer's own range checks and the critic's layout, as ConfigErrors."""
-    import torch  # lazily: reading and validating YAML should not need torch
-
-    from vadam_rl.optim.factory import build_optimizer
-
+    """The network's layout, as ConfigErrors (the optimizer's own range checks are
+    ``vadam_rl.agent.optimizers.check_optimizers``)."""
     if any(width < 1 for width in net.hidden_sizes):
         raise ConfigError(f"{name}.hidden_sizes must all be >= 1, got {net.hidden_sizes}")
     if not 0 <= net.action_layer <= len(net.hidden_sizes) - 1 and name == "critic":
@@ -356,10 +353,6 @@ def _check_network(net: NetworkConfig, name: str) -> None:
             f"critic.action_layer must be in [0, {len(net.hidden_sizes) - 1}] for "
             f"{len(net.hidden_sizes)} hidden layers, got {net.action_layer}"
         )
-    try:
-        build_optimizer([torch.zeros(1, requires_grad=True)], net.optimizer)
-    except (ValueError, ImportError) as err:  # ImportError: an optional optimizer package
-        raise ConfigError(f"{name}.optimizer: {err}") from None
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vadam_rl.agent.networks import ActionScaler
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
-from vadam_rl.networks import ActionScaler
 
 logger = logging.getLogger(__name__)
 

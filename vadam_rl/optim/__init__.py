@@ -1,5 +1,8 @@
 """Variational optimizers with a posterior you can sample (see ``base.VariationalOptimizer``).
 
+A library of ``torch.optim.Optimizer`` subclasses: it imports nothing of the rest of vadam-rl
+but ``vadam_rl.rng`` (per-agent generators), so it can be used on any network.
+
 ``IVON`` needs the optional ``ivon-opt`` package and is imported only when first used.
 """
 
@@ -7,7 +10,6 @@ from typing import Any
 
 from vadam_rl.optim.adam_explore import AdamExplore
 from vadam_rl.optim.base import VariationalOptimizer
-from vadam_rl.optim.factory import build_optimizer
 from vadam_rl.optim.vadagrad import VadaGrad
 from vadam_rl.optim.vadam import Vadam, vadam
 from vadam_rl.optim.vprop import Vprop
@@ -19,7 +21,6 @@ __all__ = [
     "Vadam",
     "VariationalOptimizer",
     "Vprop",
-    "build_optimizer",
     "vadam",
 ]
 

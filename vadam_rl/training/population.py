@@ -1,7 +1,7 @@
 """``train_population``: K seeds of one preset trained in one process (``--seeds 0-4``).
 
-Each agent gets an ordinary run directory, written by the single-run code (``vadam_rl.train``)
-through per-agent views: config.yaml, TensorBoard events, evaluations.csv, policies,
+Each agent gets an ordinary run directory, written by the single-run code through per-agent
+views: config.yaml, TensorBoard events, evaluations.csv, policies,
 model.zip, summary.json and a checkpoint in the single-run format. So ``report`` and
 ``compare`` read a population's runs like any others, and one agent's directory can even be
 resumed alone with ``vadam-rl train --resume DIR``.
@@ -19,39 +19,34 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vadam_rl import compiled, population_saves
 from vadam_rl import run_dir as layout
-from vadam_rl.collector import make_vector_env
+from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.exploration import make_exploration
+from vadam_rl.agent.optimizers import check_optimizers
+from vadam_rl.agent.population import PopulationDDPG, check_stackable
+from vadam_rl.agent.stacking import select_agent, stack_agents
 from vadam_rl.config import ConfigError, TrainConfig, flat_settings, save_config, to_dict, validate
-from vadam_rl.ddpg import DDPG
+from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
-from vadam_rl.errors import UserError
-from vadam_rl.exploration import make_exploration
-from vadam_rl.logger import RunLogger
-from vadam_rl.population.agent import PopulationBuffer, PopulationDDPG, check_stackable
-from vadam_rl.population.checkpoints import save_together
-from vadam_rl.population.collector import PopulationCollector
-from vadam_rl.population.stacking import select_agent, stack_agents
+from vadam_rl.errors import Crashed, Interrupted, NonFiniteError, UserError
+from vadam_rl.fast import compiled
 from vadam_rl.rng import AgentGenerators
-from vadam_rl.train import (
-    ERROR_LOG,
-    Crashed,
-    Interrupted,
-    Metrics,
-    NonFiniteError,
-    Progress,
-    Run,
+from vadam_rl.training import saves as population_saves
+from vadam_rl.training.buffer import PopulationBuffer
+from vadam_rl.training.build import Progress, Run
+from vadam_rl.training.checkpoint import load_checkpoint, save_together
+from vadam_rl.training.collector import make_vector_env
+from vadam_rl.training.logger import RunLogger
+from vadam_rl.training.loop import Metrics, run_loop, stop_on_signals
+from vadam_rl.training.outputs import (
     final_evaluation,
-    load_checkpoint,
     log_training,
-    resolve_device,
-    resume_command,
     run_evaluation,
-    run_loop,
     save_policy_snapshot,
-    stop_on_signals,
     write_final_outputs,
 )
+from vadam_rl.training.population_collector import PopulationCollector
+from vadam_rl.training.run import resume_command
 
 # ------------------------------------------------------------------------------------------
 # Per-agent views: what the single-run functions read from a Run, for agent k
@@ -270,6 +265,7 @@ def _train_population(
 ) -> list[dict]:
     for config in configs:
         validate(config)
+        check_optimizers(config)
     if not resume:
         device = resolve_device(configs[0].device)
         configs = [compiled.resolve_auto(config, device) for config in configs]
@@ -314,11 +310,11 @@ def _train_population(
     except Exception as err:
         trace = traceback.format_exc()
         for run_dir in run_dirs:
-            layout.atomic_write_text(run_dir / ERROR_LOG, trace)
+            layout.atomic_write_text(run_dir / layout.ERROR_LOG, trace)
         raise Crashed(
             f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
             f"checkpoints are kept (continue with: {resume_hint}); the traceback is in "
-            f"{run_dirs[0] / ERROR_LOG}"
+            f"{run_dirs[0] / layout.ERROR_LOG}"
         ) from None
     finally:
         for logger in loggers:

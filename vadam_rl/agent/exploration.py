@@ -3,7 +3,7 @@
 Every strategy answers ``act(obs)`` with the behaviour action *and* the mean actor's action
 (so the loop can log how far exploration moves the policy), hears ``on_episode_end(done)``,
 and saves its state for exact resume. Methods differ here, not in a forked training loop.
-Their forward passes go through ``acting_forward`` (numpy on a CPU, ``vadam_rl.host_actor``).
+Their forward passes go through ``acting_forward`` (numpy on a CPU, ``vadam_rl.fast.host_actor``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from vadam_rl import rng
 from vadam_rl.config import ExplorationConfig
-from vadam_rl.host_actor import acting_forward
+from vadam_rl.fast.host_actor import acting_forward
 from vadam_rl.optim.base import VariationalOptimizer
 from vadam_rl.rng import Generators
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vadam_rl.config import OptimizerConfig
+from vadam_rl.config import ConfigError, OptimizerConfig, TrainConfig
 from vadam_rl.optim.adam_explore import AdamExplore
 from vadam_rl.optim.vadagrad import VadaGrad
 from vadam_rl.optim.vadam import Vadam
@@ -33,6 +33,16 @@ def build_optimizer(
         valid = ", ".join(_BUILDERS)
         raise ValueError(f"Invalid optimizer name: {cfg.name!r} (valid: {valid})") from None
     return builder(params, cfg, generator)
+
+
+def check_optimizers(config: TrainConfig) -> None:
+    """ConfigError for optimizer settings out of range: each optimizer's own checks, as
+    ``torch.optim`` classes validate in ``__init__``, run on a one-weight stand-in."""
+    for name in ("actor", "critic"):
+        try:
+            build_optimizer([torch.zeros(1, requires_grad=True)], getattr(config, name).optimizer)
+        except (ValueError, ImportError) as err:  # ImportError: an optional optimizer package
+            raise ConfigError(f"{name}.optimizer: {err}") from None
 
 
 def _adam(params: Params, cfg: OptimizerConfig, generator: Generators):

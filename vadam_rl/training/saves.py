@@ -1,6 +1,6 @@
 """Settling a population save that a kill interrupted.
 
-A population (``vadam_rl.population.checkpoints.save_together``) writes its K new checkpoints
+A population (``vadam_rl.training.checkpoint.save_together``) writes its K new checkpoints
 as RUN_DIR/checkpoint.pending.pt, each tagged with the save's id and the K run directories
 (relative to that run directory, so runs moved or copied together keep their tags), and
 renames them over RUN_DIR/checkpoint.pt only once all K exist. A save is therefore complete as

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vadam_rl import backprop, compiled, cuda_graph
-from vadam_rl.buffer import Batch
+from vadam_rl.agent.batch import Batch
+from vadam_rl.agent.networks import Actor, Critic, polyak_update
+from vadam_rl.agent.optimizers import build_optimizer
 from vadam_rl.config import TrainConfig
-from vadam_rl.networks import Actor, Critic, polyak_update
-from vadam_rl.optim.factory import build_optimizer
+from vadam_rl.fast import backprop, compiled, cuda_graph
 from vadam_rl.rng import Generators
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from vadam_rl.buffer import Batch
+from vadam_rl.agent.batch import Batch
 from vadam_rl.config import TrainConfig
 from vadam_rl.optim.vadam import step_along_moments, vadam_step_scalars
 

@@ -19,10 +19,10 @@ from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
 from vadam_rl import rng
-from vadam_rl.buffer import ReplayBuffer
+from vadam_rl.agent.exploration import Exploration, ExplorationStep
+from vadam_rl.agent.networks import ActionScaler
 from vadam_rl.envs import make_env
-from vadam_rl.exploration import Exploration, ExplorationStep
-from vadam_rl.networks import ActionScaler
+from vadam_rl.training.buffer import ReplayBuffer
 
 
 def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False) -> VectorEnv:

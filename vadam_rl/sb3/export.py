@@ -10,7 +10,7 @@ represented in SB3, so the zip then keeps SB3's freshly initialised critic and a
 Observations are not normalised by vadam-rl; a run that normalised them would need SB3's
 VecNormalize statistics next to the zip, so any such config must be refused here.
 
-Module mapping (SB3 ``policy.pth`` key -> vadam-rl): see ``vadam_rl.sb3_zip``.
+Module mapping (SB3 ``policy.pth`` key -> vadam-rl): see ``vadam_rl.sb3.load``.
 """
 
 from __future__ import annotations
@@ -21,22 +21,19 @@ import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import gymnasium as gym
 import torch
-import tyro
 import yaml
 from torch import Tensor
 
 from vadam_rl import __version__
+from vadam_rl.agent.networks import Actor, Critic
 from vadam_rl.config import ConfigError, TrainConfig, load_config_file
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
-from vadam_rl.evaluation import check_video_output, evaluate, record_video
-from vadam_rl.networks import Actor, Critic
 from vadam_rl.run_dir import (
     BEST_POLICY,
     CONFIG,
@@ -45,7 +42,7 @@ from vadam_rl.run_dir import (
     POLICIES,
     atomic_write_bytes,
 )
-from vadam_rl.sb3_zip import (
+from vadam_rl.sb3.load import (
     METADATA_KEY,
     ImportedPolicy,
     LoadedPolicy,
@@ -57,8 +54,6 @@ from vadam_rl.sb3_zip import (
 __all__ = [
     "ImportedPolicy",
     "LoadedPolicy",
-    "eval_command",
-    "export_command",
     "export_policy",
     "export_sb3",
     "import_sb3",
@@ -198,7 +193,7 @@ def export_policy(
         "critic_target": critic_target_sd,
     }
     # Building networks draws from torch's RNG: fork it so the caller's streams are unchanged.
-    with torch.random.fork_rng(devices=[]), _closing(make_env(config.env_id)) as env:
+    with torch.random.fork_rng(devices=[]), contextlib.closing(make_env(config.env_id)) as env:
         _check_weights(weights, config, env, source)
         model = _sb3_ddpg(config, env)
         critic_copied = _copy_weights(model.policy, weights, config.critic.action_layer, source)
@@ -325,123 +320,3 @@ def write_zoo_layout(model_zip: Path, config: TrainConfig, log_folder: Path) -> 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return exp_dir
-
-
-# --------------------------------------------------------------------------------------------
-# CLI commands (registered as tyro subcommands in vadam_rl.cli)
-# --------------------------------------------------------------------------------------------
-
-
-def export_command(
-    run_dir: tyro.conf.Positional[Path],
-    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None,
-    checkpoint: str = "last",
-    zoo_layout: Path | None = None,
-) -> None:
-    """Export a run's mean policy as a Stable-Baselines3 DDPG zip (loads with DDPG.load).
-
-    The zip holds the mean policy only; the Vadam posterior stays in RUN_DIR/checkpoint.pt.
-
-    Args:
-        run_dir: The run directory (config.yaml, policies/).
-        output: The zip to write (default: RUN_DIR/model.zip, model_best.zip, model_step_N.zip).
-        checkpoint: best, last (the most recent policy) or a step number N (policies/step_N.pt).
-        zoo_layout: Also lay it out for rl-baselines3-zoo's enjoy.py in this log folder.
-    """
-    path = export_sb3(run_dir, output, checkpoint)
-    print(f"wrote {path}")
-    if zoo_layout is not None:
-        config = read_run_config(run_dir)
-        exp_dir = write_zoo_layout(path, config, zoo_layout)
-        exp_id = exp_dir.name.rsplit("_", 1)[1]
-        print(
-            f"wrote {exp_dir}; play it with: python -m rl_zoo3.enjoy --algo ddpg "
-            f"--env {config.env_id} -f {zoo_layout} --exp-id {exp_id}"
-        )
-
-
-def eval_command(
-    target: tyro.conf.Positional[Path],
-    env: str | None = None,
-    episodes: int = 10,
-    seed: int = 0,
-    video: Path | None = None,
-    device: str = "auto",
-    weights_only: bool = False,
-) -> None:
-    """Evaluate a policy deterministically and print its mean return ± std.
-
-    A run directory is evaluated with policies/best.pt (else its most recent policy); a zip
-    may be any Stable-Baselines3 DDPG/TD3 MlpPolicy model.
-
-    Args:
-        target: A run directory or a Stable-Baselines3 DDPG/TD3 zip.
-        env: Environment id (needed for SB3 zips that vadam-rl did not export).
-        episodes: Number of evaluation episodes.
-        seed: Seed of the first reset (the same episodes as SB3's evaluate_policy on this seed).
-        video: Also record one episode to this .mp4 (needs moviepy; MuJoCo needs MUJOCO_GL=egl).
-        device: auto, cpu or cuda.
-        weights_only: Read only the zip's tensors: SB3 zips hold pickles, which run code.
-    """
-    if episodes < 1:
-        raise UserError(f"--episodes must be >= 1, got {episodes}")
-    if video is not None:
-        check_video_output(video)
-    torch_device = resolve_device(device)
-    target = Path(target)
-    if target.is_dir():
-        actor, env_id, label = _run_dir_actor(target, env)
-    elif target.is_file():
-        loaded = load_sb3(target, weights_only=weights_only)
-        env_id = env or loaded.env_id
-        if env_id is None:
-            raise UserError(f"{target} does not record its environment: pass --env ENV_ID")
-        with _closing(make_env(env_id)) as probe_env:
-            loaded.check_env(probe_env, env_id)
-        actor, label = loaded.actor, f"{target} ({loaded.algorithm})"
-    else:
-        raise UserError(f"no such run directory or model file: {target}")
-    actor = actor.to(torch_device)
-    with _closing(make_env(env_id)) as eval_env:
-        result = evaluate(actor, eval_env, episodes, seed, torch_device)
-    print(
-        f"{label} on {env_id}: return {result.mean_return:.2f} ± {result.std_return:.2f} "
-        f"over {episodes} episodes (seed {seed}, mean length {result.mean_length:.0f})"
-    )
-    if video is not None:
-        recorded = record_video(actor, env_id, video, seed, torch_device)
-        print(f"wrote {video} (return {recorded.mean_return:.2f})")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; a UserError for unknown or absent devices."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
-def _run_dir_actor(run_dir: Path, env_id: str | None) -> tuple[Actor, str, str]:
-    config = read_run_config(run_dir)
-    has_best = (run_dir / POLICIES / BEST_POLICY).is_file()
-    source = policy_file(run_dir, "best" if has_best else "last")
-    weights = read_policy_file(source)
-    env_id = env_id or config.env_id
-    with _closing(make_env(env_id)) as env:
-        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    actor = Actor(obs_dim, act_dim, config.actor.hidden_sizes)
-    load_checked(actor, weights["actor"], "actor", str(source))
-    return actor.requires_grad_(False), env_id, str(source)
-
-
-@contextlib.contextmanager
-def _closing(env: gym.Env) -> Iterator[gym.Env]:
-    try:
-        yield env
-    finally:
-        env.close()

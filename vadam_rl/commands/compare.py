@@ -41,11 +41,12 @@ from typing import Annotated, Any, Literal
 import tyro
 import yaml
 
-from vadam_rl import population_saves
 from vadam_rl import run_dir as layout
-from vadam_rl.cli import PARENT_ENV
+from vadam_rl.agent.optimizers import check_optimizers
+from vadam_rl.commands.train import PARENT_ENV
 from vadam_rl.config import apply_overrides, flat_settings, load_preset, to_dict
 from vadam_rl.errors import UserError
+from vadam_rl.training import saves as population_saves
 
 DEFAULT_PRESETS = ("ddpg-vadam", "ddpg-adam-plain", "ddpg-adam")
 LOGS = "logs"
@@ -163,6 +164,7 @@ def plan_grid(
             config.seed, config.total_steps = seed, total_steps
             config.device = device  # type: ignore[assignment]
             apply_overrides(config, list(overrides))
+            check_optimizers(config)
             job = Job(
                 preset,
                 seed,
@@ -337,7 +339,7 @@ def execute(job: Job | PopulationJob, stop: threading.Event | None = None) -> Ou
         log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} vadam-rl {' '.join(argv)}\n")
         log.flush()
         process = subprocess.Popen(
-            [sys.executable, "-m", "vadam_rl.cli", *argv],
+            [sys.executable, "-m", "vadam_rl.commands.cli", *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -601,7 +603,7 @@ INTERRUPTED = (
 
 def _report(runs_dir: Path) -> None:
     """The report of what finished; a grid with no finished run yet has nothing to report."""
-    from vadam_rl.report import report_command
+    from vadam_rl.commands.report import report_command
 
     print()
     try:

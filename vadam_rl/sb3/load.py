@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vadam_rl.agent.networks import Actor, Critic
 from vadam_rl.config import NetworkConfig, TrainConfig
 from vadam_rl.errors import UserError
-from vadam_rl.networks import Actor, Critic
 
 TD3_POLICY_MODULE = "stable_baselines3.td3.policies"
 """Where DDPG's and TD3's policy classes live (DDPG reuses TD3Policy)."""

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from vadam_rl.buffer import Batch
-from vadam_rl.compiled import compile_wanted
+from vadam_rl.agent.batch import Batch
 from vadam_rl.config import TrainConfig
+from vadam_rl.fast.compiled import compile_wanted
 
 Update = Callable[[Batch], dict[str, Tensor]]
 

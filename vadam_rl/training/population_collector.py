@@ -17,10 +17,10 @@ from gymnasium.vector import VectorEnv
 from torch import Tensor
 
 from vadam_rl import rng
-from vadam_rl.collector import RolloutCollector, episode_seed
-from vadam_rl.exploration import Exploration
-from vadam_rl.population.agent import PER_AGENT_STATE, PopulationBuffer
+from vadam_rl.agent.exploration import Exploration
 from vadam_rl.rng import AgentGenerators
+from vadam_rl.training.buffer import PER_AGENT_STATE, PopulationBuffer
+from vadam_rl.training.collector import RolloutCollector, episode_seed
 
 
 class PopulationCollector(RolloutCollector):

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from vadam_rl.networks import Actor, Critic
+from vadam_rl.agent.networks import Actor, Critic
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _linears(children: list[nn.Module]) -> tuple[nn.Module, ...]:
 
 
 def _is_linear(layer: nn.Module) -> bool:
-    from vadam_rl.population.stacking import StackedLinear  # the population imports DDPG
+    from vadam_rl.agent.stacking import StackedLinear  # the population imports DDPG
 
     # Exactly these types, computing x W^T + b from their own weight and bias: no
     # parametrisation (weight_norm) and no hooks, which the hand-written pass would bypass.

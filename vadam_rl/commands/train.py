@@ -1,45 +1,31 @@
-"""The ``vadam-rl`` command line (tyro subcommands).
+"""``vadam-rl train`` and ``vadam-rl import-sb3``: one run, or several seeds as one population.
 
-Bad input of any kind ends in one line on stderr and exit code 2, before anything is written;
-a non-finite loss ends with exit code 1 and the last good checkpoint kept; Ctrl-C / SIGTERM
-writes a checkpoint and exits with code 130.
+Bad input ends in one line on stderr and exit code 2 before anything is written.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
 import signal
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import tyro
 
-from vadam_rl.config import (
-    ConfigError,
-    TrainConfig,
-    apply_overrides,
-    list_presets,
-    load_config_file,
-    load_preset,
-)
+from vadam_rl import run_dir as layout
+from vadam_rl.agent.optimizers import check_optimizers
+from vadam_rl.config import TrainConfig, apply_overrides, load_config_file, load_preset
+from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
-
-if TYPE_CHECKING:
-    from vadam_rl.sb3_zip import ImportedPolicy
-
-# Subcommands defined outside this module, imported only when used (SB3, matplotlib and Ray
-# are slow to import and not needed to train).
-EXTERNAL_COMMANDS = {
-    "eval": "vadam_rl.sb3_bridge:eval_command",
-    "export": "vadam_rl.sb3_bridge:export_command",
-    "report": "vadam_rl.report:report_command",
-    "compare": "vadam_rl.compare:compare_command",
-}
+from vadam_rl.fast.compiled import compile_wanted
+from vadam_rl.sb3.load import ImportedPolicy, import_sb3
+from vadam_rl.training import saves as population_saves
+from vadam_rl.training.population import train_population
+from vadam_rl.training.run import train
 
 
 @dataclass
@@ -86,9 +72,6 @@ class ImportArgs(TrainArgs):
 
 
 def run_train(args: TrainArgs) -> None:
-    from vadam_rl import run_dir as layout
-    from vadam_rl.train import train
-
     if args.seeds is not None or (args.resume is not None and len(args.resume) > 1):
         run_population(args)
         return
@@ -114,6 +97,7 @@ def run_train(args: TrainArgs) -> None:
         if args.device is not None:
             config.device = args.device
         apply_overrides(config, list(args.set))
+        check_optimizers(config)
         run_dir = _new_run_dir(args.log_dir, args.run_name, config)
     make_env(config.env_id).close()  # a bad env fails here, before anything is announced
     print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
@@ -136,8 +120,6 @@ def run_train(args: TrainArgs) -> None:
 
 def run_population(args: TrainArgs) -> None:
     """``--seeds 0-4`` (or ``--resume`` of several run directories): one population."""
-    from vadam_rl.population import train_population
-
     if isinstance(args, ImportArgs):
         raise UserError("import-sb3 starts one run; --seeds is not supported there")
     if args.resume is not None:
@@ -161,6 +143,7 @@ def run_population(args: TrainArgs) -> None:
             if args.device is not None:
                 config.device = args.device
             apply_overrides(config, list(args.set))
+            check_optimizers(config)
             name = None if args.run_name is None else f"{args.run_name}_s{seed}"
             configs.append(config)
             run_dirs.append(_new_run_dir(args.log_dir, name, config))
@@ -202,7 +185,6 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def _read_import(args: ImportArgs) -> ImportedPolicy:
-    from vadam_rl.sb3_zip import import_sb3
 
     imported = import_sb3(args.model, weights_only=args.weights_only)
     if args.env is None and imported.env_id is None:
@@ -212,9 +194,6 @@ def _read_import(args: ImportArgs) -> ImportedPolicy:
 
 def announce_compile(config: TrainConfig) -> None:
     """Say so where the update will be compiled: its first compiled call pauses the run."""
-    from vadam_rl.compiled import compile_wanted
-    from vadam_rl.train import resolve_device
-
     if compile_wanted(config, resolve_device(config.device)):
         print(
             "update:        compiled (torch.compile, once, at the second update: 15-30 s; "
@@ -234,8 +213,6 @@ def _apply_import(imported: ImportedPolicy, config: TrainConfig, env: str | None
 def _resume_config(
     run_dir: Path, total_steps: int | None, device: str | None
 ) -> TrainConfig | None:
-    from vadam_rl import population_saves
-    from vadam_rl import run_dir as layout
 
     config_path = run_dir / layout.CONFIG
     if not run_dir.is_dir():
@@ -249,8 +226,6 @@ def _resume_config(
     if device is not None:
         config.device = device  # type: ignore[assignment]
     if layout.is_finished(run_dir):
-        import json
-
         done = json.loads((run_dir / layout.SUMMARY).read_text())["total_steps"]
         if config.total_steps <= done:
             print(f"{run_dir} already finished ({done} steps); nothing to do")
@@ -261,8 +236,6 @@ def _resume_config(
 
 
 def _new_run_dir(log_dir: Path, run_name: str | None, config: TrainConfig) -> Path:
-    from vadam_rl import run_dir as layout
-
     if run_name is not None:
         path = log_dir / run_name
         if path.exists():
@@ -276,52 +249,6 @@ def _new_run_dir(log_dir: Path, run_name: str | None, config: TrainConfig) -> Pa
         n += 1
         path = log_dir / f"{base}_{n}"
     return path
-
-
-def agents_command() -> None:
-    """List the agent presets shipped in agents/."""
-    presets = list_presets()
-    width = max(map(len, presets), default=0)
-    for name, description in presets.items():
-        print(f"{name:<{width}}  {description}")
-
-
-def _load(spec: str) -> Callable[..., object]:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _commands(wanted: str | None) -> dict[str, Callable[..., object]]:
-    commands: dict[str, Callable[..., object]] = {
-        "train": TrainArgs,
-        "import-sb3": ImportArgs,
-        "agents": agents_command,
-    }
-    for name, spec in EXTERNAL_COMMANDS.items():
-        if wanted is None or wanted == name:
-            try:
-                commands[name] = _load(spec)
-            except (ImportError, AttributeError):
-                continue  # an optional part that is not installed
-    return dict(sorted(commands.items()))
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    parent = os.environ.pop(PARENT_ENV, "")  # (not inherited by what this process starts)
-    if parent.isdigit() and args[:1] == ["train"]:  # a run that vadam-rl compare started
-        stop_with_parent(int(parent))
-    wanted = args[0] if args and not args[0].startswith("-") else None
-    try:
-        parsed = tyro.extras.subcommand_cli_from_dict(_commands(wanted), prog="vadam-rl", args=args)
-        if isinstance(parsed, TrainArgs):
-            run_train(parsed)
-    except (UserError, ConfigError) as err:
-        print(f"vadam-rl: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except _training_errors() as err:
-        print(f"vadam-rl: {err}", file=sys.stderr)
-        raise SystemExit(130 if type(err).__name__ == "Interrupted" else 1) from None
 
 
 PARENT_ENV = "VADAM_RL_PARENT_PID"
@@ -341,13 +268,3 @@ def stop_with_parent(parent: int) -> None:
     if os.getppid() != parent:  # it died before we asked
         print(f"vadam-rl: the process that started this run ({parent}) is gone", file=sys.stderr)
         raise SystemExit(130)
-
-
-def _training_errors() -> tuple[type[Exception], ...]:
-    from vadam_rl.train import Crashed, Interrupted, NonFiniteError
-
-    return (Crashed, Interrupted, NonFiniteError)
-
-
-if __name__ == "__main__":
-    main()

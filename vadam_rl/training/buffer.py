@@ -1,30 +1,20 @@
-"""Replay buffer preallocated on the training device: ``add`` a batch, ``sample`` a minibatch."""
+"""Replay buffers preallocated on the training device: ``add`` a batch, ``sample`` a minibatch
+(``PopulationBuffer``: K agents' buffers filled in lockstep)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vadam_rl import rng
+from vadam_rl.agent.batch import Batch
+from vadam_rl.rng import AgentGenerators
+
 ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
-
-
-class Batch(NamedTuple):
-    """A minibatch of transitions; every field is on the buffer's device.
-
-    obs, next_obs: (batch, obs_dim); actions: (batch, act_dim) squashed in [-1, 1];
-    rewards, terminated: (batch, 1). ``terminated`` is 1 only for true terminal states: an
-    episode cut by a time limit (truncation) still bootstraps from ``next_obs``.
-    """
-
-    obs: Tensor
-    actions: Tensor
-    rewards: Tensor
-    next_obs: Tensor
-    terminated: Tensor
 
 
 class ReplayBuffer:
@@ -149,3 +139,64 @@ def _with_last_dim(value: ArrayT, ndim: int) -> ArrayT:
     """(..., n) rewards or flags as (..., n, 1), like their storage; fields with a feature
     dimension as they are."""
     return value if value.ndim == ndim else value[..., None]
+
+
+# The single-run state_dict would slice or load along the agent dimension.
+PER_AGENT_STATE = (
+    "{} is saved and loaded per agent (agent_state_dict / load_agent_state_dict), each in "
+    "the single-run format"
+)
+
+
+class PopulationBuffer(ReplayBuffer):
+    """K replay buffers of one capacity in (K, capacity, dim) tensors, filled in lockstep
+    (``add`` takes (K, n, ...) tensors); agent k's minibatch indices come from generator k, as
+    in its single run."""
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device,
+        generators: AgentGenerators,
+    ) -> None:
+        super().__init__(capacity, obs_dim, act_dim, device, leading=(len(generators),))
+        self.num_agents = len(generators)
+        self.generators = generators
+        self.agent_index = torch.arange(self.num_agents, device=self.device).unsqueeze(1)
+
+    def sample(self, batch_size: int) -> Batch:
+        """(K, batch_size, ...) fields; row k is agent k's uniform draw from its own data."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        index = rng.randint(
+            self.size, (self.num_agents, batch_size), self.generators, device=self.device
+        )
+        return self._gather((self.agent_index, index))
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
+
+    def agent_state_dict(self, agent: int) -> dict[str, Tensor | int]:
+        """Agent ``agent``'s buffer in the single-run format (``ReplayBuffer.state_dict``)."""
+        filled = slice(0, self.size)
+        state: dict[str, Tensor | int] = {
+            name: getattr(self, name)[agent, filled].cpu().clone() for name in FIELDS
+        }
+        return {**state, "pos": self.pos, "size": self.size}
+
+    def load_agent_state_dict(self, agent: int, state: dict[str, Tensor | int]) -> None:
+        size, pos = int(state["size"]), int(state["pos"])
+        if size > self.capacity:
+            raise ValueError(f"checkpoint holds {size} transitions, capacity is {self.capacity}")
+        if agent > 0 and (size, pos) != (self.size, self.pos):
+            raise ValueError("the agents' replay buffers hold different numbers of transitions")
+        for name in FIELDS:
+            stored = state[name]
+            assert isinstance(stored, Tensor)
+            getattr(self, name)[agent, :size] = stored.to(self.device)
+        self.pos, self.size = pos, size

@@ -1,0 +1,1 @@
+"""The ``vadam-rl`` command line: thin glue between arguments and the library."""

@@ -1,0 +1,1 @@
+"""Stable-Baselines3 zips: export a run's mean policy as a genuine SB3 DDPG zip, read SB3 zips."""

@@ -1,0 +1,135 @@
+"""What a run writes besides its checkpoint: TensorBoard scalars, evaluations, policy files,
+model.zip and summary.json."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+from tqdm import tqdm
+
+from vadam_rl import run_dir as layout
+from vadam_rl.evaluation import evaluate
+from vadam_rl.optim.base import VariationalOptimizer
+from vadam_rl.training.build import Run
+from vadam_rl.training.logger import RunLogger
+from vadam_rl.training.loop import Metrics
+from vadam_rl.training.records import write_evaluations
+
+
+def _last_return(run: Run) -> str:
+    recent = run.collector.recent_returns
+    return f"{np.mean(recent):.1f}" if recent else "-"
+
+
+def log_training(run: Run, logger: RunLogger, metrics: Metrics, fps: float) -> None:
+    step, collector = run.progress.step, run.collector
+    values: dict[str, float] = {"time/fps": fps, "time/episodes": collector.episodes_finished}
+    if collector.recent_returns:
+        values["rollout/ep_rew_mean"] = float(np.mean(collector.recent_returns))
+        values["rollout/ep_len_mean"] = float(np.mean(collector.recent_lengths))
+    if metrics.count:
+        for name, value in metrics.pop_means().items():
+            values[f"train/{name}"] = value
+        values["train/learning_rate"] = run.agent.actor_optimizer.param_groups[0]["lr"]
+        values["train/critic_learning_rate"] = run.agent.critic_optimizer.param_groups[0]["lr"]
+        values["train/n_updates"] = run.progress.updates
+    distance = collector.pop_action_distance()
+    if distance is not None:
+        values["explore/action_distance"] = float(distance)
+    optimizer = run.agent.actor_optimizer
+    if isinstance(optimizer, VariationalOptimizer):
+        for name, sigma in zip(_actor_param_names(run), optimizer.posterior_std(), strict=True):
+            values[f"posterior/sigma_mean/{name}"] = float(sigma.mean())
+    logger.scalars(values, step)
+
+
+def _actor_param_names(run: Run) -> list[str]:
+    return [name.removeprefix("mu.") for name, _ in run.agent.actor.named_parameters()]
+
+
+def run_evaluation(run: Run, logger: RunLogger, bar: tqdm, label: str = "") -> dict[str, float]:
+    """Evaluate the mean actor; log, record the row, save the policy (best too)."""
+    prog, config = run.progress, run.config
+    result = evaluate(
+        run.agent.actor, run.eval_env, config.eval_episodes, config.seed + 10_000, run.device
+    )
+    row = {
+        "step": prog.step,
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "mean_ep_length": result.mean_length,
+        "episodes": len(result.returns),
+        "wall_time_s": prog.wall_time_s,
+    }
+    prog.evaluations.append(row)
+    write_evaluations(run.run_dir, prog.evaluations)
+    logger.scalars(
+        {"eval/mean_reward": result.mean_return, "eval/mean_ep_length": result.mean_length},
+        prog.step,
+    )
+    optimizer = run.agent.actor_optimizer
+    if isinstance(optimizer, VariationalOptimizer):
+        for name, sigma in zip(_actor_param_names(run), optimizer.posterior_std(), strict=True):
+            logger.histogram(f"posterior/sigma/{name}", sigma, prog.step)
+    logger.flush()
+    policy = {**run.agent.policy_state(), "step": prog.step}
+    layout.atomic_torch_save(policy, run.run_dir / layout.POLICIES / layout.LAST_POLICY)
+    if result.mean_return > prog.best_return:
+        prog.best_return = result.mean_return
+        layout.atomic_torch_save(policy, run.run_dir / layout.POLICIES / layout.BEST_POLICY)
+    bar.write(
+        f"{label}step {prog.step:>9,}  eval return {result.mean_return:9.1f} "
+        f"± {result.std_return:.1f}  (best {prog.best_return:.1f})"
+    )
+    return row
+
+
+def save_policy_snapshot(run: Run) -> None:
+    policy = {**run.agent.policy_state(), "step": run.progress.step}
+    layout.atomic_torch_save(policy, layout.policy_path(run.run_dir, run.progress.step))
+
+
+def final_evaluation(run: Run, logger: RunLogger) -> None:
+    """Evaluate the final policy unless the last evaluation was at this step."""
+    prog = run.progress
+    if not prog.evaluations or prog.evaluations[-1]["step"] < prog.step:
+        run_evaluation(run, logger, tqdm(disable=True))
+
+
+def write_final_outputs(run: Run) -> dict:
+    """After the final checkpoint: the last policy snapshot, model.zip and summary.json."""
+    prog = run.progress
+    save_policy_snapshot(run)
+    export_final_model(run)
+    final = prog.evaluations[-1]["mean_return"]
+    summary = {
+        "finished": True,
+        "total_steps": prog.step,
+        "wall_time_s": prog.wall_time_s,
+        "steps_per_s": prog.step / max(prog.wall_time_s, 1e-9),
+        "final_eval_return": final,
+        "best_eval_return": prog.best_return,
+    }
+    layout.atomic_write_text(run.run_dir / layout.SUMMARY, json.dumps(summary, indent=2))
+    return summary
+
+
+def export_final_model(run: Run) -> None:
+    """RUN_DIR/model.zip for Stable-Baselines3; a failure is reported, never fatal."""
+    try:
+        from vadam_rl.sb3.export import export_policy
+
+        state = run.agent.policy_state()
+        export_policy(
+            state["actor"],
+            state["critic"],
+            state["actor_target"],
+            state["critic_target"],
+            run.config,
+            run.run_dir / layout.MODEL_ZIP,
+            step=run.progress.step,
+        )
+    except Exception as err:  # the run itself succeeded; say why the zip is missing
+        warnings.warn(f"could not export {layout.MODEL_ZIP}: {err}", stacklevel=1)

@@ -1,0 +1,155 @@
+"""``train(config, run_dir)``: one DDPG agent to ``config.total_steps`` environment steps.
+
+It leaves a complete run directory (see ``vadam_rl.run_dir``), can be stopped at any point
+(Ctrl-C, SIGTERM, SIGKILL) and continued with ``train(config, run_dir, resume=True)``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import Tensor
+from tqdm import tqdm
+
+from vadam_rl import run_dir as layout
+from vadam_rl.agent.optimizers import check_optimizers
+from vadam_rl.config import ConfigError, TrainConfig, load_config_file, save_config, validate
+from vadam_rl.device import resolve_device
+from vadam_rl.errors import Crashed, Interrupted, NonFiniteError
+from vadam_rl.fast import compiled
+from vadam_rl.training.build import Run, build_run
+from vadam_rl.training.checkpoint import (
+    load_checkpoint,
+    load_initial_policy,
+    save_checkpoint,
+)
+from vadam_rl.training.logger import RunLogger
+from vadam_rl.training.loop import Metrics, run_loop, stop_on_signals
+from vadam_rl.training.outputs import (
+    _last_return,
+    final_evaluation,
+    log_training,
+    run_evaluation,
+    save_policy_snapshot,
+    write_final_outputs,
+)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress_bar: bool = True,
+    initial_policy: dict | None = None,
+) -> dict:
+    """Train to ``config.total_steps``; returns the summary written to summary.json.
+
+    ``initial_policy`` (a policy file's dict: actor, critic and their targets) replaces the
+    freshly initialised networks, e.g. weights imported from Stable-Baselines3. The run
+    directory is locked while it trains (``layout.RunLocks``).
+    """
+    with layout.RunLocks() as locks:
+        return _train(config, Path(run_dir), locks, resume, progress_bar, initial_policy)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    locks: layout.RunLocks,
+    resume: bool,
+    progress_bar: bool,
+    initial_policy: dict | None,
+) -> dict:
+    validate(config)
+    check_optimizers(config)
+    if not resume:
+        config = compiled.resolve_auto(config, resolve_device(config.device))
+    run = build_run(config, run_dir)
+    if initial_policy is not None:
+        load_initial_policy(run.agent, initial_policy)
+    # Locked after the envs are built (forked env workers would inherit the lock) and
+    # before anything is read (a live run may be mid-save).
+    if resume:
+        locks.hold(run_dir)
+        load_checkpoint(run)
+        (run_dir / layout.SUMMARY).unlink(missing_ok=True)  # extending a finished run
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        locks.hold(run_dir)
+        save_config(config, run_dir / layout.CONFIG)
+    logger = RunLogger(run_dir, purge_step=run.progress.step if resume else None)
+    if not resume:
+        logger.config(config)
+    try:
+        with stop_on_signals() as stop:
+            run_loop(SingleLearner(run, logger), stop, progress_bar)
+        return finish(run, logger)
+    except NonFiniteError as err:
+        raise NonFiniteError(
+            f"{err}; training stopped and the last good checkpoint in {run_dir} is kept"
+        ) from None
+    except Interrupted as err:
+        raise Interrupted(f"{err}; continue with: {resume_command([run_dir], config)}") from None
+    except Exception as err:
+        # One readable line for the user; the traceback goes to a file for the bug report.
+        log = run_dir / layout.ERROR_LOG
+        layout.atomic_write_text(log, traceback.format_exc())
+        raise Crashed(
+            f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
+            f"checkpoint in {run_dir} is kept (continue with: "
+            f"{resume_command([run_dir], config)}); the traceback is in {log}"
+        ) from None
+    finally:
+        logger.close()
+        run.collector.envs.close()
+        run.eval_env.close()
+
+
+def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
+    """The shell command that continues these runs as ``config`` says; it names the total
+    steps and the device where their config.yaml holds others (a resume with
+    ``--total-steps`` or ``--device`` does not rewrite it)."""
+    words = ["vadam-rl", "train", "--resume", *map(str, run_dirs)]
+    try:
+        saved: TrainConfig | None = load_config_file(Path(run_dirs[0]) / layout.CONFIG)
+    except ConfigError:
+        saved = None
+    if saved is None or saved.total_steps != config.total_steps:
+        words += ["--total-steps", str(config.total_steps)]
+    if saved is None or saved.device != config.device:
+        words += ["--device", config.device]
+    return shlex.join(words)
+
+
+class SingleLearner:
+    """The loop's view of one run and its logger."""
+
+    def __init__(self, run: Run, logger: RunLogger) -> None:
+        self.run, self.logger = run, logger
+        self.config, self.progress, self.collector = run.config, run.progress, run.collector
+
+    def update(self) -> dict[str, Tensor]:
+        return self.run.agent.update(self.run.buffer.sample(self.config.batch_size))
+
+    def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None:
+        log_training(self.run, self.logger, metrics, fps)
+        bar.set_postfix(ret=_last_return(self.run), refresh=False)
+
+    def evaluate(self, bar: tqdm) -> None:
+        run_evaluation(self.run, self.logger, bar)
+
+    def checkpoint(self, snapshot: bool) -> None:
+        save_checkpoint(self.run)
+        if snapshot:
+            save_policy_snapshot(self.run)
+
+
+def finish(run: Run, logger: RunLogger) -> dict:
+    """Final evaluation (if the last one is stale), checkpoint, SB3 export, summary.json."""
+    final_evaluation(run, logger)
+    save_checkpoint(run)
+    return write_final_outputs(run)
