@@ -1,6 +1,6 @@
 """Four ways to compute our DDPG update's gradients, timed on the same batches.
 
-- **autograd**: eager losses and ``backward()`` (as ``DDPG._autograd_step``);
+- **autograd**: eager losses and ``backward()`` (as ``DDPG.autograd_step``);
 - **compiled**: the same loss computations compiled with ``torch.compile`` (inductor); the
   backward passes run the compiled backward graphs;
 - **hand-written**: ``DDPG.update`` as the training loop runs it, with the gradients of
@@ -35,11 +35,14 @@ from run import BATCH_SIZE, Settings, fill_buffer, ours_config, sync
 from vadam_rl.agent.batch import Batch
 from vadam_rl.agent.ddpg import DDPG
 from vadam_rl.agent.networks import polyak_update
+from vadam_rl.config import TrainConfig
+from vadam_rl.fast.select import speed_up
 from vadam_rl.training.buffer import ReplayBuffer
 
 
-def make_update(agent: DDPG, variant: str):
+def make_update(agent: DDPG, config: TrainConfig, variant: str):
     if variant.startswith("hand-written"):
+        speed_up(agent, config)
         return agent.update
     compiled = variant == "compiled"
 
@@ -97,7 +100,7 @@ def main() -> None:
         torch.manual_seed(0)
         config.compile = name == "hand-written+compile"
         agent = DDPG(17, 6, config, device, generator=generator)
-        updates[name] = (agent, make_update(agent, name))
+        updates[name] = (agent, make_update(agent, config, name))
     buffer = ReplayBuffer(50_000, 17, 6, device, generator=torch.Generator(device=device))
     fill_buffer(buffer, 50_000, device)
     per_round = args.updates // args.rounds

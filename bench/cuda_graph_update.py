@@ -30,6 +30,7 @@ from run import BATCH_SIZE, Settings, fill_buffer, ours_config
 from vadam_rl.agent.batch import Batch
 from vadam_rl.agent.ddpg import DDPG
 from vadam_rl.agent.population import PopulationBuffer, PopulationDDPG
+from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
 from vadam_rl.training.buffer import ReplayBuffer
 
@@ -51,9 +52,12 @@ def build(
     gens = generators(agents, device, seed=0)
     torch.manual_seed(0)
     if agents == 1:
-        return DDPG(OBS_DIM, ACT_DIM, config, device, generator=gens[0]), gens
-    singles = [DDPG(OBS_DIM, ACT_DIM, config, device, generator=g) for g in gens]
-    return PopulationDDPG(singles, config, AgentGenerators(gens)), gens
+        agent = DDPG(OBS_DIM, ACT_DIM, config, device, generator=gens[0])
+    else:
+        singles = [DDPG(OBS_DIM, ACT_DIM, config, device, generator=g) for g in gens]
+        agent = PopulationDDPG(singles, config, AgentGenerators(gens))
+    agent.speed_ups = speed_up(agent, config)  # type: ignore[attr-defined]
+    return agent, gens
 
 
 def filled_buffer(agents: int, device: torch.device) -> ReplayBuffer:
@@ -70,8 +74,8 @@ def filled_buffer(agents: int, device: torch.device) -> ReplayBuffer:
 def compare(preset: str, agents: int, updates: int, rounds: int, device: torch.device) -> dict:
     eager, _ = build(preset, agents, device, cuda_graph=False)
     graphed, _ = build(preset, agents, device, cuda_graph=True)
-    if graphed.graphed is None:
-        raise RuntimeError(f"{preset}: no graphed update ({graphed.eager_reason})")
+    if graphed.speed_ups.graphed is None:
+        raise RuntimeError(f"{preset}: no graphed update ({graphed.speed_ups.eager_reason})")
     buffer = filled_buffer(agents, device)
     per_round = updates // rounds
     batches = [buffer.sample(BATCH_SIZE) for _ in range(WARMUP + per_round * rounds)]

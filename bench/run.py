@@ -300,6 +300,7 @@ def fill_buffer(buffer, n: int, device: torch.device, agents: int = 0) -> None:
 def bench_ours_update(preset: str, settings: Settings) -> float:
     """Updates/s of ``DDPG.update(buffer.sample(100))``, the loop's training step."""
     from vadam_rl.agent.ddpg import DDPG
+    from vadam_rl.fast.select import speed_up
     from vadam_rl.training.buffer import ReplayBuffer
 
     device = torch.device(settings.device)
@@ -307,6 +308,7 @@ def bench_ours_update(preset: str, settings: Settings) -> float:
     generator = torch.Generator(device=device).manual_seed(0)
     torch.manual_seed(0)
     agent = DDPG(OBS_DIM, ACT_DIM, config, device, generator=generator)
+    speed_up(agent, config)  # as a run's agent
     buffer = ReplayBuffer(10_000, OBS_DIM, ACT_DIM, device, generator=generator)
     fill_buffer(buffer, 10_000, device)
     return per_second(

@@ -14,6 +14,7 @@ from vadam_rl.agent.networks import Actor, Critic
 from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.config import TrainConfig
 from vadam_rl.fast import backprop
+from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
 
 OBS, ACT, B = 5, 3, 7
@@ -43,7 +44,9 @@ def make_batch(leading=(), seed: int = 1) -> Batch:
     )
 
 
-def double_agent(config: TrainConfig, seed: int = 0) -> DDPG:
+def double_agent(config: TrainConfig, seed: int = 0, fast: bool = True) -> DDPG:
+    """A float64 agent; ``fast``: with the speed-ups ``config`` asks for (``agent.speed_ups``),
+    else the plain autograd update."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(3)  # Vadam's weight noise
     agent = DDPG(OBS, ACT, config, torch.device("cpu"), generator=generator)
@@ -52,6 +55,13 @@ def double_agent(config: TrainConfig, seed: int = 0) -> DDPG:
     # Targets differ from the online nets, as they do after the first Polyak step.
     for p in [*agent.actor_target.parameters(), *agent.critic_target.parameters()]:
         p.add_(0.05 * torch.randn_like(p))
+    if fast:
+        agent.speed_ups = speed_up(agent, config)  # type: ignore[attr-defined]
+    return agent
+
+
+def with_speed_ups(agent: DDPG, config: TrainConfig) -> DDPG:
+    agent.speed_ups = speed_up(agent, config)  # type: ignore[attr-defined]
     return agent
 
 
@@ -68,7 +78,7 @@ def autograd_gradients(agent: DDPG, batch: Batch) -> tuple[list, list]:
 
 
 def manual_gradients(agent: DDPG, batch: Batch) -> tuple[list, list]:
-    layers = agent.layers
+    layers = agent.speed_ups.hand_written.layers
     with torch.no_grad():
         next_action = backprop.forward(layers["actor_target"], batch.next_obs).output
         next_q = backprop.forward(layers["critic_target"], batch.next_obs, next_action).output
@@ -93,7 +103,7 @@ def test_hand_written_gradients_equal_autograd(action_layer, hidden):
     if action_layer >= len(hidden):
         pytest.skip("the action joins a hidden layer that does not exist")
     agent, batch = double_agent(make_config("adam", action_layer, hidden)), make_batch()
-    assert agent.manual_backprop
+    assert agent.speed_ups.hand_written is not None
     expected = autograd_gradients(agent, batch)
     for got, want in zip(manual_gradients(agent, batch), expected, strict=True):
         for g, w in zip(got, want, strict=True):
@@ -105,8 +115,8 @@ def test_hand_written_gradients_equal_autograd(action_layer, hidden):
 def test_manual_and_autograd_updates_agree_over_many_steps(optimizer, action_layer):
     """The whole update (closures, optimizers, Vadam's weight noise, Polyak) both ways."""
     config = make_config(optimizer, action_layer)
-    manual, reference = double_agent(config), double_agent(config)
-    reference.manual_backprop = False
+    manual, reference = double_agent(config), double_agent(config, fast=False)
+    assert reference.train_step == reference.autograd_step
     for step in range(20):
         batch = make_batch(seed=step)
         got, want = manual.update(batch), reference.update(batch)
@@ -123,10 +133,10 @@ def test_manual_and_autograd_updates_agree_over_many_steps(optimizer, action_lay
 def test_population_gradients_are_each_agents_own():
     """Stacked weights (K, out, in): agent k's gradient is its single network's gradient."""
     config = make_config("adam", 1)
-    singles = [double_agent(config, seed=k) for k in range(3)]
+    singles = [double_agent(config, seed=k, fast=False) for k in range(3)]
     generators = AgentGenerators([torch.Generator() for _ in singles])
-    population = PopulationDDPG(singles, config, generators)
-    assert population.manual_backprop
+    population = with_speed_ups(PopulationDDPG(singles, config, generators), config)
+    assert population.speed_ups.hand_written is not None
     # The population's targets start as copies of its online nets; give the singles the same.
     for k, single in enumerate(singles):
         for name in ("actor_target", "critic_target"):

@@ -12,7 +12,7 @@ import copy
 import pytest
 import torch
 from conftest import tensors
-from test_backprop import double_agent, make_batch, make_config
+from test_backprop import double_agent, make_batch, make_config, with_speed_ups
 
 from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.config import TrainConfig, apply_overrides, load_preset
@@ -150,9 +150,9 @@ def compiled_twins(config: TrainConfig, agents: int = 1):
         cfg.compile = compile_
         if agents == 1:
             return double_agent(cfg)
-        singles = [double_agent(cfg, seed=k) for k in range(agents)]
+        singles = [double_agent(cfg, seed=k, fast=False) for k in range(agents)]
         gens = AgentGenerators([torch.Generator().manual_seed(3 + k) for k in range(agents)])
-        return PopulationDDPG(singles, cfg, gens)
+        return with_speed_ups(PopulationDDPG(singles, cfg, gens), cfg)
 
     return agent(False), agent(True)
 
@@ -165,7 +165,7 @@ def test_the_compiled_update_is_one_graph_equal_to_the_eager_update(actor_optimi
     from torch._dynamo.utils import counters  # no public "what was compiled" query
 
     eager, compiled = compiled_twins(make_config(actor_optimizer, action_layer=1), agents)
-    assert compiled.compile_scope == "whole update"
+    assert compiled.speed_ups.compile_scope == "whole update"
     counters.clear()
     lead = () if agents == 1 else (agents,)
     for step in range(8):
@@ -201,8 +201,8 @@ def test_a_reloaded_compiled_agent_continues_bit_identically():
 def test_optimizers_without_a_graph_step_compile_the_gradients_only():
     config = make_config("vadagrad", action_layer=1)
     eager, compiled = compiled_twins(config)
-    assert compiled.compiled is None
-    assert compiled.compile_scope.startswith("gradients only")
+    assert compiled.speed_ups.compiled is None
+    assert compiled.speed_ups.compile_scope.startswith("gradients only")
     batch = make_batch()
     got, want = compiled.update(batch), eager.update(batch)
     for key in want:

@@ -20,6 +20,7 @@ from vadam_rl.agent.ddpg import DDPG
 from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.config import apply_overrides, list_presets, load_preset
 from vadam_rl.fast.cuda_graph import why_eager
+from vadam_rl.fast.select import speed_up
 from vadam_rl.optim import VadaGrad, Vadam
 from vadam_rl.rng import AgentGenerators
 
@@ -41,9 +42,12 @@ def make_agent(config, device: torch.device, agents: int) -> DDPG:
     torch.manual_seed(0)
     gens = [torch.Generator(device=device).manual_seed(k) for k in range(agents)]
     if agents == 1:
-        return DDPG(OBS, ACT, config, device, generator=gens[0])
-    singles = [DDPG(OBS, ACT, config, device, generator=g) for g in gens]
-    return PopulationDDPG(singles, config, AgentGenerators(gens))
+        agent = DDPG(OBS, ACT, config, device, generator=gens[0])
+    else:
+        singles = [DDPG(OBS, ACT, config, device, generator=g) for g in gens]
+        agent = PopulationDDPG(singles, config, AgentGenerators(gens))
+    agent.speed_ups = speed_up(agent, config)  # type: ignore[attr-defined]
+    return agent
 
 
 def make_batches(n: int, agents: int, device: torch.device) -> list[Batch]:
@@ -98,7 +102,7 @@ def test_adam_presets_ask_for_it_and_every_preset_accepts_it():
 
 def test_cuda_graph_does_nothing_on_cpu():
     agent = make_agent(adam_config("cpu", cuda_graph=True), torch.device("cpu"), 1)
-    assert agent.graphed is None and "cpu" in agent.eager_reason
+    assert agent.speed_ups.graphed is None and "cpu" in agent.speed_ups.eager_reason
     assert not agent.actor_optimizer.param_groups[0]["capturable"]
     agent.update(make_batches(1, 1, torch.device("cpu"))[0])
 
@@ -110,24 +114,24 @@ def test_graphed_updates_equal_eager_ones_and_survive_a_reload(agents):
     device = torch.device("cuda")
     eager = make_agent(adam_config("cuda", cuda_graph=False), device, agents)
     graphed = make_agent(adam_config("cuda", cuda_graph=True), device, agents)
-    assert graphed.graphed is not None and eager.graphed is None
+    assert graphed.speed_ups.graphed is not None and eager.speed_ups.graphed is None
     batches = make_batches(30, agents, device)
     for batch in batches[:20]:
         got, want = graphed.update(batch), eager.update(batch)
         for key in want:
             assert torch.equal(got[key], want[key]), key
-    assert graphed.graphed.captured
+    assert graphed.speed_ups.graphed.captured
     assert_same_state(graphed, eager)
     # Loading a checkpoint replaces the optimizer state the graph points to: it recaptures.
     reloaded = make_agent(adam_config("cuda", cuda_graph=True), device, agents)
     for batch in batches[:5]:  # captured already, then loaded over
         reloaded.update(batch)
     reloaded.load_state_dict(graphed.state_dict())
-    assert not reloaded.graphed.captured
+    assert not reloaded.speed_ups.graphed.captured
     for batch in batches[20:]:
         reloaded.update(batch)
         eager.update(batch)
-    assert reloaded.graphed.captured
+    assert reloaded.speed_ups.graphed.captured
     assert_same_state(reloaded, eager)
 
 
@@ -219,7 +223,7 @@ def test_graphed_vadam_updates_equal_graph_mode_run_eagerly(agents):
     graphed = make_agent(vadam_config("cuda", cuda_graph=True), device, agents)
     reference = make_agent(vadam_config("cuda", cuda_graph=False), device, agents)
     plain = make_agent(vadam_config("cuda", cuda_graph=False), device, agents)
-    assert graphed.graphed is not None and reference.graphed is None
+    assert graphed.speed_ups.graphed is not None and reference.speed_ups.graphed is None
     reference.actor_optimizer.enter_graph_mode()
     behaviour = [copy.deepcopy(a.actor) for a in (graphed, reference, plain)]
     for batch in make_batches(20, agents, device):
@@ -230,7 +234,7 @@ def test_graphed_vadam_updates_equal_graph_mode_run_eagerly(agents):
         plain.update(batch)
         for key in want:
             assert torch.equal(got[key], want[key]), key
-    assert graphed.graphed.captured
+    assert graphed.speed_ups.graphed.captured
     assert_same_state(graphed, reference)
     for mine, theirs in zip(graphed.actor.parameters(), plain.actor.parameters(), strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)  # float32 rounding
@@ -292,7 +296,7 @@ def test_graph_mode_update_replays_the_same_ops_at_every_step():
         persistent += agent.actor_optimizer._graph_scalars
         names = {t.untyped_storage().data_ptr(): f"t{i}" for i, t in enumerate(persistent)}
         with Trace(names) as trace:
-            agent._eager_update(static)
+            DDPG.update(agent, static)  # the eager update (the agent's own is graphed)
         traces.append(trace.ops)
     assert {len(t) for t in traces[1:]} == {len(traces[1])}
     diffs = [
@@ -353,7 +357,7 @@ def test_graphed_vadam_survives_a_reload_and_draws_like_eager(agents, extra):
     for batch in batches[:10]:
         run(graphed, behaviours[0], batch)
         run(plain, behaviours[1], batch)
-    assert graphed.graphed.captured
+    assert graphed.speed_ups.graphed.captured
     for a, b in zip(actor_generators(graphed), actor_generators(plain), strict=True):
         assert torch.equal(a.get_state(), b.get_state())
     for mine, theirs in zip(graphed.actor.parameters(), plain.actor.parameters(), strict=True):
@@ -368,7 +372,7 @@ def test_graphed_vadam_survives_a_reload_and_draws_like_eager(agents, extra):
         run(reloaded, behaviours[0], batch)
     reloaded.load_state_dict(state)
     reference.load_state_dict(state)
-    assert not reloaded.graphed.captured
+    assert not reloaded.speed_ups.graphed.captured
     for agent in (reloaded, reference):  # the same generator state for both
         for g, h in zip(actor_generators(agent), actor_generators(graphed), strict=True):
             g.set_state(h.get_state())
@@ -377,5 +381,5 @@ def test_graphed_vadam_survives_a_reload_and_draws_like_eager(agents, extra):
         want = run(reference, behaviours[1], batch, reference=True)
         for key in want:
             assert torch.equal(got[key], want[key]), key
-    assert reloaded.graphed.captured
+    assert reloaded.speed_ups.graphed.captured
     assert_same_state(reloaded, reference)

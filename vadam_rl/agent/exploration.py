@@ -3,12 +3,15 @@
 Every strategy answers ``act(obs)`` with the behaviour action *and* the mean actor's action
 (so the loop can log how far exploration moves the policy), hears ``on_episode_end(done)``,
 and saves its state for exact resume. Methods differ here, not in a forked training loop.
-Their forward passes go through ``acting_forward`` (numpy on a CPU, ``vadam_rl.fast.host_actor``).
+Their forward passes go through ``acting(actor)``, the module itself unless the caller passes a
+faster forward that computes the same (``vadam_rl.fast.host_actor.acting_forward``: numpy on a
+CPU).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import torch
@@ -16,9 +19,15 @@ from torch import Tensor, nn
 
 from vadam_rl import rng
 from vadam_rl.config import ExplorationConfig
-from vadam_rl.fast.host_actor import acting_forward
 from vadam_rl.optim.base import VariationalOptimizer
 from vadam_rl.rng import Generators
+
+Acting = Callable[[nn.Module], Callable[[Tensor], Tensor]]
+"""What acts for an actor: ``acting(actor)(obs)`` computes ``actor(obs)``."""
+
+
+def module_itself(actor: nn.Module) -> Callable[[Tensor], Tensor]:
+    return actor
 
 
 class ExplorationStep(NamedTuple):
@@ -41,9 +50,9 @@ class Exploration(Protocol):
 class NoExploration:
     """Act with the mean actor (the paper's "Adam-Plain")."""
 
-    def __init__(self, actor: nn.Module) -> None:
+    def __init__(self, actor: nn.Module, acting: Acting = module_itself) -> None:
         self.actor = actor
-        self.forward = acting_forward(actor)
+        self.forward = acting(actor)
 
     def act(self, obs: Tensor) -> ExplorationStep:
         action = self.forward(obs)
@@ -62,9 +71,11 @@ class NoExploration:
 class GaussianActionNoise:
     """a = clip(pi(s) + sigma * eps, -1, 1), eps ~ N(0, I) drawn fresh every step."""
 
-    def __init__(self, actor: nn.Module, sigma: float, generator: Generators) -> None:
+    def __init__(
+        self, actor: nn.Module, sigma: float, generator: Generators, acting: Acting = module_itself
+    ) -> None:
         self.actor = actor
-        self.forward = acting_forward(actor)
+        self.forward = acting(actor)
         self.sigma = sigma
         self.generator = generator
 
@@ -87,9 +98,16 @@ class OrnsteinUhlenbeckNoise:
     """Temporally correlated action noise (DDPG paper), dt = 1, reset at each episode end:
     x <- x + theta * (0 - x) + sigma * eps."""
 
-    def __init__(self, actor: nn.Module, sigma: float, theta: float, generator: Generators) -> None:
+    def __init__(
+        self,
+        actor: nn.Module,
+        sigma: float,
+        theta: float,
+        generator: Generators,
+        acting: Acting = module_itself,
+    ) -> None:
         self.actor = actor
-        self.forward = acting_forward(actor)
+        self.forward = acting(actor)
         self.sigma = sigma
         self.theta = theta
         self.generator = generator
@@ -132,6 +150,7 @@ class PosteriorSampling:
         optimizer: VariationalOptimizer,
         resample_every: int,
         reuse_draw_in_update: bool = False,
+        acting: Acting = module_itself,
     ) -> None:
         if not isinstance(optimizer, VariationalOptimizer):
             raise TypeError(
@@ -143,8 +162,8 @@ class PosteriorSampling:
         self.resample_every = resample_every
         self.reuse_draw_in_update = reuse_draw_in_update
         self.behaviour_actor = copy.deepcopy(actor).requires_grad_(False)
-        self.forward = acting_forward(actor)
-        self.behaviour_forward = acting_forward(self.behaviour_actor)
+        self.forward = acting(actor)
+        self.behaviour_forward = acting(self.behaviour_actor)
         self.steps_since_draw = 0
         self.needs_draw = True
 
@@ -183,19 +202,21 @@ def make_exploration(
     actor: nn.Module,
     actor_optimizer: torch.optim.Optimizer,
     generator: Generators,
+    acting: Acting = module_itself,
 ) -> Exploration:
-    """The strategy named by ``config.kind``."""
+    """The strategy named by ``config.kind``; ``acting``: see ``Acting``."""
     if config.kind in ("posterior", "vadam"):  # "vadam": the name the paper's users know
         return PosteriorSampling(
             actor,
             actor_optimizer,  # type: ignore[arg-type]
             config.resample_every,
             config.reuse_draw_in_update,
+            acting,
         )
     if config.kind == "gaussian":
-        return GaussianActionNoise(actor, config.sigma, generator)
+        return GaussianActionNoise(actor, config.sigma, generator, acting)
     if config.kind == "ornstein-uhlenbeck":
-        return OrnsteinUhlenbeckNoise(actor, config.sigma, config.theta, generator)
+        return OrnsteinUhlenbeckNoise(actor, config.sigma, config.theta, generator, acting)
     if config.kind == "none":
-        return NoExploration(actor)
+        return NoExploration(actor, acting)
     raise ValueError(f"unknown exploration kind {config.kind!r}")

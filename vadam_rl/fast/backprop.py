@@ -9,21 +9,30 @@ Only what DDPG needs is computed: no input gradient of the critic step, no criti
 gradient in the actor step (just dQ/da).
 
 Works for single networks (weights (out, in), inputs (batch, in)) and for stacked
-populations (weights (K, out, in), inputs (K, batch, in)). ``DDPG.update`` uses it for the
-networks ``layers_of`` recognises and autograd otherwise; tests check both agree (float64).
+populations (weights (K, out, in), inputs (K, batch, in)). ``HandWrittenStep`` is the
+agent's train step for the networks ``layers_of`` recognises (``vadam_rl.fast.select``);
+tests check it against autograd (float64).
 The functions only read weights and return new tensors (``set_gradients`` is the one side
 effect), so ``torch.compile`` can take them whole (``TrainConfig.compile``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from vadam_rl.agent.batch import Batch
 from vadam_rl.agent.networks import Actor, Critic
+from vadam_rl.agent.stacking import StackedLinear
+from vadam_rl.fast.compiled import Step, with_own_code
+
+if TYPE_CHECKING:
+    from vadam_rl.agent.ddpg import DDPG
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,6 @@ def _linears(children: list[nn.Module]) -> tuple[nn.Module, ...]:
 
 
 def _is_linear(layer: nn.Module) -> bool:
-    from vadam_rl.agent.stacking import StackedLinear  # the population imports DDPG
-
     # Exactly these types, computing x W^T + b from their own weight and bias: no
     # parametrisation (weight_norm) and no hooks, which the hand-written pass would bypass.
     return (
@@ -165,3 +172,98 @@ def _through_relu(dx: Tensor, relu_output: Tensor) -> Tensor:
 def tanh_backward(grad: Tensor, tanh_output: Tensor) -> Tensor:
     """d tanh(z) / dz = 1 - tanh(z)^2."""
     return grad * (1.0 - tanh_output.square())
+
+
+class HandWrittenStep:
+    """``DDPG.train_step`` with these hand-written gradients: the same losses, the same
+    closures for the optimizers, no autograd graph. Build it with ``hand_written_step``.
+
+    ``critic_step`` / ``actor_step`` step the optimizers (a compiled update replaces them
+    with steps that can run inside its graph); ``compile_gradients`` compiles the three pure
+    gradient functions alone, for optimizers whose steps cannot join a graph.
+    """
+
+    def __init__(self, agent: DDPG, layers: dict[str, MLPLayers]) -> None:
+        self.agent = agent
+        self.layers = layers
+        self.critic_step: Step = agent.critic_optimizer.step
+        self.actor_step: Step = agent.actor_optimizer.step
+        self.td_target: Callable[..., Tensor] = self._td_target
+        self.critic_gradients: Callable[..., tuple[list[Tensor], Tensor]] = self._critic_grads
+        self.actor_gradients: Callable[..., tuple[list[Tensor], Tensor]] = self._actor_grads
+
+    def compile_gradients(self) -> None:
+        self.td_target = torch.compile(with_own_code(self._td_target))
+        self.critic_gradients = torch.compile(with_own_code(self._critic_grads))
+        self.actor_gradients = torch.compile(with_own_code(self._actor_grads))
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        target_q = self.td_target(batch)
+
+        # Optimizers call closures under enable_grad (autograd closures need it); these need
+        # no graph, so they switch it off again. set_gradients replaces every .grad, so no
+        # zero_grad (which a compiled graph could not trace either).
+        def critic_closure() -> Tensor:
+            with torch.no_grad():
+                grads, loss = self.critic_gradients(batch.obs, batch.actions, target_q)
+            set_gradients(self.layers["critic"], grads)
+            return loss
+
+        critic_loss = self.critic_step(critic_closure)
+
+        def actor_closure() -> Tensor:
+            with torch.no_grad():
+                grads, loss = self.actor_gradients(batch.obs)
+            set_gradients(self.layers["actor"], grads)
+            return loss
+
+        actor_loss = self.actor_step(actor_closure)
+        return target_q, critic_loss, actor_loss
+
+    # The three pure functions; weights are read from the layers when called, so Vadam's
+    # perturbation applies.
+
+    def _td_target(self, batch: Batch) -> Tensor:
+        layers = self.layers
+        next_action = forward(layers["actor_target"], batch.next_obs).output
+        next_q = forward(layers["critic_target"], batch.next_obs, next_action).output
+        return self.agent.td_target(next_q, batch)
+
+    def _critic_grads(
+        self, obs: Tensor, actions: Tensor, target_q: Tensor
+    ) -> tuple[list[Tensor], Tensor]:
+        """Gradients of the minibatch-mean squared TD error, and that loss."""
+        critic = self.layers["critic"]
+        acts = forward(critic, obs, actions)
+        error = acts.output - target_q
+        # d/dq of the minibatch mean of error^2 (each agent's own mean in a population).
+        grads = weight_gradients(critic, acts, error * (2.0 / error.shape[-2]))
+        return grads, self.agent.batch_mean(error.square())
+
+    def _actor_grads(self, obs: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Gradients of -mean Q(s, pi(s)) w.r.t. the actor, and that loss."""
+        actor, critic = self.layers["actor"], self.layers["critic"]
+        actor_acts = forward(actor, obs)
+        action = actor_acts.output
+        critic_acts = forward(critic, obs, action)
+        q = critic_acts.output
+        dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
+        d_action = action_gradient(critic, critic_acts, dq, action.shape[-1])
+        grads = weight_gradients(actor, actor_acts, tanh_backward(d_action, action))
+        return grads, -self.agent.batch_mean(q)
+
+
+def hand_written_step(agent: DDPG) -> HandWrittenStep | None:
+    """The hand-written train step where every network of ``agent`` is one ``layers_of``
+    knows; None otherwise (the agent keeps autograd)."""
+    nets = {
+        "actor": agent.actor,
+        "critic": agent.critic,
+        "actor_target": agent.actor_target,
+        "critic_target": agent.critic_target,
+    }
+    layers = {name: layers_of(module) for name, module in nets.items()}
+    if any(found is None for found in layers.values()):
+        return None
+    return HandWrittenStep(agent, layers)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ from vadam_rl.agent.exploration import make_exploration
 from vadam_rl.config import TrainConfig
 from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
+from vadam_rl.fast.host_actor import acting_forward
+from vadam_rl.fast.select import speed_up
 from vadam_rl.training.buffer import ReplayBuffer
 from vadam_rl.training.collector import RolloutCollector, make_vector_env
 
@@ -55,9 +57,10 @@ def build_run(config: TrainConfig, run_dir: Path) -> Run:
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
     agent = DDPG(obs_dim, act_dim, config, device, generator=generator)
+    speed_up(agent, config)
     buffer = ReplayBuffer(config.buffer_size, obs_dim, act_dim, device, generator=generator)
     exploration = make_exploration(
-        config.exploration, agent.actor, agent.actor_optimizer, generator
+        config.exploration, agent.actor, agent.actor_optimizer, generator, acting_forward
     )
     collector = RolloutCollector(envs, buffer, exploration, config.seed, device, generator)
     return Run(

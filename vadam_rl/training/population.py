@@ -30,6 +30,8 @@ from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
 from vadam_rl.errors import Crashed, Interrupted, NonFiniteError, UserError
 from vadam_rl.fast import compiled
+from vadam_rl.fast.host_actor import acting_forward
+from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
 from vadam_rl.training import saves as population_saves
 from vadam_rl.training.buffer import PopulationBuffer
@@ -183,7 +185,10 @@ def build_population(configs: Sequence[TrainConfig], run_dirs: Sequence[Path]) -
     streams = AgentGenerators(generators)
     agent = PopulationDDPG(singles, config, streams)
     buffer = PopulationBuffer(config.buffer_size, obs_dim, act_dim, device, streams)
-    exploration = make_exploration(config.exploration, agent.actor, agent.actor_optimizer, streams)
+    speed_up(agent, config)
+    exploration = make_exploration(
+        config.exploration, agent.actor, agent.actor_optimizer, streams, acting_forward
+    )
     seeds = [c.seed for c in configs]
     collector = PopulationCollector(envs, buffer, exploration, seeds, device, streams)
     population = Population(list(configs), device, agent, buffer, collector, exploration, [])
