@@ -13,7 +13,7 @@ from matplotlib.image import imread
 
 from vadam_rl import run_dir as layout
 from vadam_rl import stats
-from vadam_rl.commands.report import Run, aligned_curves, load_runs, write_report
+from vadam_rl.commands.report import RunRecord, aligned_curves, load_runs, write_report
 from vadam_rl.config import TrainConfig, save_config
 from vadam_rl.errors import UserError
 
@@ -169,10 +169,12 @@ def test_load_runs_reads_method_seed_env_curve_and_summary(tmp_path: Path):
 
 
 def test_curves_evaluated_at_different_steps_are_interpolated_onto_a_common_grid():
-    early = Run(
+    early = RunRecord(
         Path("a"), steps=np.array([0.0, 1000, 2000, 3000]), returns=np.array([0.0, 1, 2, 3])
     )
-    shifted = Run(Path("b"), steps=np.array([500.0, 1500, 2500]), returns=np.array([5.0, 15, 25]))
+    shifted = RunRecord(
+        Path("b"), steps=np.array([500.0, 1500, 2500]), returns=np.array([5.0, 15, 25])
+    )
     grid, curves = aligned_curves([early, shifted])
     # Only steps both runs cover (500..2500), from either run's evaluations.
     assert grid.tolist() == [500, 1000, 1500, 2000, 2500]
@@ -181,8 +183,8 @@ def test_curves_evaluated_at_different_steps_are_interpolated_onto_a_common_grid
 
 
 def test_identical_evaluation_steps_are_used_as_they_are():
-    a = Run(Path("a"), steps=np.array([1000.0, 2000]), returns=np.array([1.0, 2.0]))
-    b = Run(Path("b"), steps=np.array([1000.0, 2000]), returns=np.array([3.0, 7.0]))
+    a = RunRecord(Path("a"), steps=np.array([1000.0, 2000]), returns=np.array([1.0, 2.0]))
+    b = RunRecord(Path("b"), steps=np.array([1000.0, 2000]), returns=np.array([3.0, 7.0]))
     grid, curves = aligned_curves([a, b])
     assert grid.tolist() == [1000, 2000] and curves.tolist() == [[1.0, 2.0], [3.0, 7.0]]
 

@@ -8,6 +8,7 @@ import torch
 from conftest import popen_cli
 
 from vadam_rl.config import apply_overrides, load_preset
+from vadam_rl.errors import UserError
 from vadam_rl.training.records import read_evaluations
 from vadam_rl.training.run import train
 
@@ -145,3 +146,35 @@ def test_a_filesystem_without_locks_trains_unlocked(tmp_path: Path, monkeypatch)
     summary = train(config, tmp_path / "run", progress_bar=False)
     assert summary["total_steps"] == 100
     assert not layout.locked_elsewhere(tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("step,mean_return\n1000,1.5\n1000,2.0\n", "not increasing"),
+        ("step,mean_return\n1000,nan\n", "non-finite"),
+        ("step,mean_return\n1000,1e400\n", "non-finite"),
+        ("step,mean_return\n1000,abc\n", "ValueError"),
+        ("step,mean_return\n1000\n", "fewer cells"),
+        ("mean_return\n1.0\n", "no step"),
+    ],
+)
+def test_a_broken_evaluations_file_is_one_user_error_naming_it(tmp_path: Path, text, why):
+    """What a resume and ``report`` read: rows of finite numbers at increasing steps."""
+    (tmp_path / "evaluations.csv").write_text(text)
+    with pytest.raises(UserError, match=why) as caught:
+        read_evaluations(tmp_path)
+    assert "evaluations.csv" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_evaluation_rows_read_back_as_written(tmp_path: Path):
+    from vadam_rl.training.records import write_evaluations
+
+    rows = [
+        {"step": s, "mean_return": r, "std_return": 0.5, "mean_ep_length": 200.0,
+         "episodes": 5, "wall_time_s": 1.25 * s}
+        for s, r in ((1000, -3.5), (2000, 7.25))
+    ]  # fmt: skip
+    write_evaluations(tmp_path, rows)
+    assert read_evaluations(tmp_path) == rows
+    assert read_evaluations(tmp_path / "missing") == []

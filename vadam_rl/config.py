@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -125,7 +126,7 @@ class TrainConfig:
     """torch.compile the whole update (critic, actor, optimizer steps, targets) as one graph;
     where that cannot be (custom networks; VadaGrad, Vprop, AdamExplore, IVON) only the
     gradient computations. Costs 15-30 s of compilation at the start (seconds once cached);
-    what it gains is in the README's Performance. ``auto``: on a CPU with a C++ compiler
+    what it gains is in docs/performance.md. ``auto``: on a CPU with a C++ compiler
     (inductor's: $CXX or g++), for runs of at least 20,000 updates (compiling does not pay
     on shorter runs, nor on CUDA, where ``cuda_graph`` is the fast path)."""
     cuda_graph: bool = False
@@ -424,14 +425,24 @@ def flat_settings(saved: dict[str, Any]) -> dict[str, Any]:
         resolved = to_dict(from_dict(TrainConfig, saved, where="config"))
     except ConfigError:
         resolved = saved
-    return _flatten(resolved)
+    return flatten(resolved)
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys (tuples as lists)."""
     out: dict[str, Any] = {}
     for key, value in mapping.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def settings_differences(
+    mine: dict[str, Any], theirs: dict[str, Any], ignore: Iterable[str] = ()
+) -> list[str]:
+    """The dotted keys, sorted, whose values differ between two saved configs (both
+    flattened with ``flat_settings``; keys only one of them has are not compared)."""
+    keys = mine.keys() & theirs.keys() - set(ignore)
+    return sorted(key for key in keys if mine[key] != theirs[key])

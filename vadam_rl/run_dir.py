@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vadam_rl.errors import UserError
 
 try:
@@ -169,6 +167,9 @@ def is_finished(run_dir: Path) -> bool:
 def load_records(path: Path) -> Any:
     """``torch.load`` of a checkpoint with its tensors memory-mapped, so that reading its small
     records (step, tags) does not read the replay buffer. Raises what ``torch.load`` raises."""
+    import torch  # (here and in atomic_torch_save: the commands that never touch a
+    # checkpoint should not wait seconds for torch to load)
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (OSError, RuntimeError):  # no mmap here (filesystem, address-space limits)
@@ -202,6 +203,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temp file + rename (no half-written checkpoints)."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -42,9 +42,14 @@ import tyro
 import yaml
 
 from vadam_rl import run_dir as layout
-from vadam_rl.agent.optimizers import check_optimizers
 from vadam_rl.commands.train import PARENT_ENV
-from vadam_rl.config import apply_overrides, flat_settings, load_preset, to_dict
+from vadam_rl.config import (
+    apply_overrides,
+    flat_settings,
+    load_preset,
+    settings_differences,
+    to_dict,
+)
 from vadam_rl.errors import UserError
 from vadam_rl.training import saves as population_saves
 
@@ -154,6 +159,7 @@ def plan_grid(
     Raises ``UserError`` (before anything is written) for an unknown preset or env, a bad
     override, or an existing run directory trained with other settings.
     """
+    from vadam_rl.agent.optimizers import check_optimizers  # (torch: only when planning)
     from vadam_rl.envs import make_env
 
     make_env(env_id).close()  # unknown id or unsupported spaces: say so once, up front
@@ -194,8 +200,7 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
         ignored.add("compile")
     differing = [
         f"{key}: {theirs[key]!r} there, {mine[key]!r} here"
-        for key in sorted(mine.keys() & theirs.keys() - ignored)
-        if mine[key] != theirs[key]
+        for key in settings_differences(mine, theirs, ignored)
     ]
     if differing:
         raise UserError(
@@ -531,7 +536,7 @@ def compare_command(
         gpus_per_run: GPUs a Ray task asks for with --device cuda (0.25: four runs share one).
         population: Train each preset's seeds as one population (train --seeds): on, off, or
             auto (on when the runs go to a GPU, where it is much faster; off on CPU, where it
-            is about as fast as one process per run, see the README's Performance section).
+            is about as fast as one process per run, see docs/performance.md).
         report: Write the report (vadam-rl report RUNS_DIR) when the grid is done.
     """
     chosen = list(dict.fromkeys([*presets, *_extra_presets(with_vadagrad, with_adam_explore)]))

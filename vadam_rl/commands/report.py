@@ -51,6 +51,7 @@ from vadam_rl import run_dir as layout
 from vadam_rl import stats
 from vadam_rl.config import flat_settings
 from vadam_rl.errors import UserError
+from vadam_rl.training.records import read_evaluations
 
 LEARNING_CURVES = "learning_curves.png"
 FINAL_RETURNS = "final_returns.png"
@@ -140,7 +141,7 @@ REFERENCE_ENV = "HalfCheetah-v1"
 
 
 @dataclass
-class Run:
+class RunRecord:
     """One run directory as the report sees it.
 
     ``steps``/``returns`` (``(n_evals,)``) are the evaluation curve of the mean actor;
@@ -196,7 +197,7 @@ def find_run_dirs(runs_dir: Path) -> list[Path]:
     return sorted(found)
 
 
-def load_runs(runs_dir: Path, *, include_unfinished: bool = False) -> list[Run]:
+def load_runs(runs_dir: Path, *, include_unfinished: bool = False) -> list[RunRecord]:
     """Read every run directory below ``runs_dir``; unusable ones carry a ``skip_reason``.
 
     A run without evaluations yet, or (unless ``include_unfinished``) without a finished
@@ -205,7 +206,7 @@ def load_runs(runs_dir: Path, *, include_unfinished: bool = False) -> list[Run]:
     """
     runs = []
     for path in find_run_dirs(Path(runs_dir)):
-        run = Run(path)
+        run = RunRecord(path)
         try:
             _read_run(run)
         except _Unreadable as err:
@@ -217,7 +218,7 @@ def load_runs(runs_dir: Path, *, include_unfinished: bool = False) -> list[Run]:
     return runs
 
 
-def _read_run(run: Run) -> None:
+def _read_run(run: RunRecord) -> None:
     config_path = run.path / layout.CONFIG
     if not config_path.is_file():
         raise _Unreadable(f"no {layout.CONFIG}")
@@ -247,27 +248,20 @@ def _read_run(run: Run) -> None:
         run.summary = summary
 
 
-def _read_evaluations(run: Run) -> None:
-    path = run.path / layout.EVALUATIONS
-    if not path.is_file():
-        return
+def _read_evaluations(run: RunRecord) -> None:
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        steps = np.array([float(row["step"]) for row in rows])
-        returns = np.array([float(row["mean_return"]) for row in rows])
-        wall = [float(row["wall_time_s"]) for row in rows if row.get("wall_time_s")]
-    except (OSError, KeyError, TypeError, ValueError, csv.Error) as err:
-        raise _Unreadable(f"{layout.EVALUATIONS}: {_one_line(err)}") from None
-    if not np.all(np.isfinite(returns)) or not np.all(np.isfinite(steps)):
-        raise _Unreadable(f"{layout.EVALUATIONS} holds non-finite values")
-    if np.any(np.diff(steps) <= 0):
-        raise _Unreadable(f"{layout.EVALUATIONS}: steps are not increasing")
-    run.steps, run.returns = steps, returns
+        rows = read_evaluations(run.path)
+    except UserError as err:
+        raise _Unreadable(_one_line(err)) from None
+    if not rows:
+        return
+    run.steps = np.array([float(row["step"]) for row in rows])
+    run.returns = np.array([float(row["mean_return"]) for row in rows])
+    wall = [row["wall_time_s"] for row in rows if "wall_time_s" in row]
     run.eval_wall_time_s = wall[-1] if wall else None
 
 
-def _skip_reason(run: Run, include_unfinished: bool) -> str | None:
+def _skip_reason(run: RunRecord, include_unfinished: bool) -> str | None:
     if run.returns.size == 0:
         return "no evaluations yet"
     if not run.finished and not include_unfinished:
@@ -332,13 +326,13 @@ class ReportResult:
     out_dir: Path
     methods: list[MethodResult]
     differences: list[Difference]
-    skipped: list[Run]
+    skipped: list[RunRecord]
     notes: list[str]
     table: str  # the markdown of results.md
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def aligned_curves(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
+def aligned_curves(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
     """Put the seeds' evaluation curves on one grid of env steps.
 
     The grid is the union of all evaluation steps inside the range every run covers
@@ -352,7 +346,7 @@ def aligned_curves(runs: list[Run]) -> tuple[np.ndarray, np.ndarray]:
     return grid, np.stack([np.interp(grid, run.steps, run.returns) for run in runs])
 
 
-def aggregate(runs: list[Run], final_evals: int = 1) -> MethodResult:
+def aggregate(runs: list[RunRecord], final_evals: int = 1) -> MethodResult:
     """Statistics of one (env, method) group of usable runs."""
     runs = sorted(runs, key=lambda run: (run.seed, str(run.path)))
     finals = np.array([run.final_return(final_evals) for run in runs])
@@ -400,14 +394,14 @@ def differences(results: list[MethodResult]) -> list[Difference]:
     return out
 
 
-def config_differences(runs: list[Run]) -> list[str]:
+def config_differences(runs: list[RunRecord]) -> list[str]:
     """Config keys (dotted) whose values differ between runs of one group, seed aside."""
     flat = [flat_settings(run.config) for run in runs]
     keys = sorted(set().union(*flat) - {"seed", "device"})
     return [key for key in keys if len({repr(f.get(key)) for f in flat}) > 1]
 
 
-def _notes(groups: dict[tuple[str, str], list[Run]], final_evals: int) -> list[str]:
+def _notes(groups: dict[tuple[str, str], list[RunRecord]], final_evals: int) -> list[str]:
     """What a reader must know to trust the table: mixed configs, repeated seeds, budgets."""
     notes = []
     if final_evals > 1:
@@ -691,7 +685,7 @@ def write_report(
         raise UserError(f"final_evals must be >= 1, got {final_evals}")
     runs = load_runs(runs_dir, include_unfinished=include_unfinished)
     skipped = [run for run in runs if run.skip_reason is not None]
-    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for run in runs:
         if run.skip_reason is None:
             groups[(str(run.env_id), str(run.method))].append(run)

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import tyro
 
-from vadam_rl.agent.networks import Actor
-from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
-from vadam_rl.evaluation import check_video_output, evaluate, record_video
 from vadam_rl.run_dir import BEST_POLICY, POLICIES
-from vadam_rl.sb3.export import (
-    export_sb3,
-    policy_file,
-    read_policy_file,
-    read_run_config,
-    write_zoo_layout,
-)
-from vadam_rl.sb3.load import load_checked, load_sb3
+
+if TYPE_CHECKING:
+    from vadam_rl.agent.networks import Actor
+
+# What needs torch or SB3 is imported inside the commands (torch takes seconds to load).
 
 
 def export_command(
@@ -41,6 +35,8 @@ def export_command(
         checkpoint: best, last (the most recent policy) or a step number N (policies/step_N.pt).
         zoo_layout: Also lay it out for rl-baselines3-zoo's enjoy.py in this log folder.
     """
+    from vadam_rl.sb3.export import export_sb3, read_run_config, write_zoo_layout
+
     path = export_sb3(run_dir, output, checkpoint)
     print(f"wrote {path}")
     if zoo_layout is not None:
@@ -76,6 +72,10 @@ def eval_command(
         device: auto, cpu or cuda.
         weights_only: Read only the zip's tensors: SB3 zips hold pickles, which run code.
     """
+    from vadam_rl.device import resolve_device
+    from vadam_rl.evaluation import check_video_output, evaluate, record_video
+    from vadam_rl.sb3.load import load_sb3
+
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
     if video is not None:
@@ -107,6 +107,10 @@ def eval_command(
 
 
 def _run_dir_actor(run_dir: Path, env_id: str | None) -> tuple[Actor, str, str]:
+    from vadam_rl.agent.networks import Actor
+    from vadam_rl.sb3.export import policy_file, read_policy_file, read_run_config
+    from vadam_rl.sb3.load import load_checked
+
     config = read_run_config(run_dir)
     has_best = (run_dir / POLICIES / BEST_POLICY).is_file()
     source = policy_file(run_dir, "best" if has_best else "last")

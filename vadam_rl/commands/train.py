@@ -11,21 +11,21 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import tyro
 
 from vadam_rl import run_dir as layout
-from vadam_rl.agent.optimizers import check_optimizers
 from vadam_rl.config import TrainConfig, apply_overrides, load_config_file, load_preset
-from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
-from vadam_rl.fast.compiled import compile_wanted
-from vadam_rl.sb3.load import ImportedPolicy, import_sb3
 from vadam_rl.training import saves as population_saves
-from vadam_rl.training.population import train_population
-from vadam_rl.training.run import train
+
+if TYPE_CHECKING:
+    from vadam_rl.sb3.load import ImportedPolicy
+
+# What needs torch is imported inside the functions that run a command: torch takes seconds
+# to load, and `vadam-rl agents`, `--help` and a rejected command should not wait for it.
 
 
 @dataclass
@@ -72,6 +72,9 @@ class ImportArgs(TrainArgs):
 
 
 def run_train(args: TrainArgs) -> None:
+    from vadam_rl.agent.optimizers import check_optimizers
+    from vadam_rl.training.run import train
+
     if args.seeds is not None or (args.resume is not None and len(args.resume) > 1):
         run_population(args)
         return
@@ -120,6 +123,9 @@ def run_train(args: TrainArgs) -> None:
 
 def run_population(args: TrainArgs) -> None:
     """``--seeds 0-4`` (or ``--resume`` of several run directories): one population."""
+    from vadam_rl.agent.optimizers import check_optimizers
+    from vadam_rl.training.population import train_population
+
     if isinstance(args, ImportArgs):
         raise UserError("import-sb3 starts one run; --seeds is not supported there")
     if args.resume is not None:
@@ -185,6 +191,7 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def _read_import(args: ImportArgs) -> ImportedPolicy:
+    from vadam_rl.sb3.load import import_sb3
 
     imported = import_sb3(args.model, weights_only=args.weights_only)
     if args.env is None and imported.env_id is None:
@@ -194,6 +201,9 @@ def _read_import(args: ImportArgs) -> ImportedPolicy:
 
 def announce_compile(config: TrainConfig) -> None:
     """Say so where the update will be compiled: its first compiled call pauses the run."""
+    from vadam_rl.device import resolve_device
+    from vadam_rl.fast.compiled import compile_wanted
+
     if compile_wanted(config, resolve_device(config.device)):
         print(
             "update:        compiled (torch.compile, once, at the second update: 15-30 s; "

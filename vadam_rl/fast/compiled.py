@@ -4,7 +4,7 @@ On a CPU a DDPG update at batch 100 is its matmuls plus a few hundred small oper
 each paying Python and dispatch time that no matmul hides, and two optimizer steps whose
 Python bookkeeping alone costs about as much as their arithmetic. Compiled as one graph, the
 elementwise work fuses into a few loops and the Python runs once, at compile time
-(README, Performance). One graph needs what a CUDA graph needs: an optimizer step with no
+(docs/performance.md). One graph needs what a CUDA graph needs: an optimizer step with no
 Python state inside. ``torch.optim.Optimizer.step`` always breaks a graph (by design:
 pytorch/pytorch#104053), so Adam steps through ``AdamGraphStep``; Vadam through its graph
 mode (``enter_graph_mode``). Both do their Python part (step counts, Vadam's draws) eagerly

@@ -2,7 +2,7 @@
 
 On a GPU an eager DDPG update is launch-bound: many small kernels, each costing more host
 time than device time (replaying the same kernels as one graph made it 4.2x faster on an
-H200: README, Performance). Replaying a captured graph launches them all at once.
+H200: docs/performance.md). Replaying a captured graph launches them all at once.
 Capture records the addresses of every tensor the update touches, so the update must keep
 its tensors in place: parameters and optimizer state are updated in place, the minibatch is
 copied into static tensors before each replay, and the optimizer must be *capturable*

@@ -2,7 +2,7 @@
 
 Acting is one forward pass per env step at batch ``num_envs``: a few thousand multiply-adds
 per layer, where each torch operation's dispatch costs more than its arithmetic and numpy's
-costs a fraction of that (``python bench/run.py`` times the whole loop; README, Performance).
+costs a fraction of that (``python bench/run.py`` times the whole loop; docs/performance.md).
 The weights are numpy *views* of the actor's parameters, not copies, so whatever writes them
 in place (optimizer steps, ``load_state_dict``, posterior draws into a behaviour actor) shows
 through; a parameter or storage replaced (``load_state_dict(assign=True)``, ``p.data = ...``)

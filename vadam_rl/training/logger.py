@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from vadam_rl.config import TrainConfig, to_dict
+from vadam_rl.config import TrainConfig, flatten, to_dict
 
 
 class RunLogger:
@@ -35,7 +35,7 @@ class RunLogger:
     def config(self, config: TrainConfig) -> None:
         """The resolved config as a two-column Markdown table (TensorBoard's Text tab)."""
         rows = ["| key | value |", "| --- | --- |"]
-        rows += [f"| {key} | {value} |" for key, value in _flatten(to_dict(config)).items()]
+        rows += [f"| {key} | {value} |" for key, value in flatten(to_dict(config)).items()]
         self.writer.add_text("config", "\n".join(rows), 0)
 
     def flush(self) -> None:
@@ -43,13 +43,3 @@ class RunLogger:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

@@ -25,7 +25,15 @@ from vadam_rl.agent.exploration import make_exploration
 from vadam_rl.agent.optimizers import check_optimizers
 from vadam_rl.agent.population import PopulationDDPG, check_stackable
 from vadam_rl.agent.stacking import select_agent, stack_agents
-from vadam_rl.config import ConfigError, TrainConfig, flat_settings, save_config, to_dict, validate
+from vadam_rl.config import (
+    ConfigError,
+    TrainConfig,
+    flat_settings,
+    save_config,
+    settings_differences,
+    to_dict,
+    validate,
+)
 from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
 from vadam_rl.errors import Crashed, Interrupted, NonFiniteError, UserError
@@ -152,11 +160,8 @@ class Population:
 def check_same_settings(configs: Sequence[TrainConfig]) -> None:
     """The agents of a population may differ in their seed only."""
     reference = flat_settings(to_dict(configs[0]))
-    reference.pop("seed")
     for config in configs[1:]:
-        settings = flat_settings(to_dict(config))
-        settings.pop("seed")
-        differing = sorted(k for k in reference if settings.get(k) != reference[k])
+        differing = settings_differences(reference, flat_settings(to_dict(config)), ["seed"])
         if differing:
             raise ConfigError(
                 f"a population's runs must share every setting but the seed; they differ in "
