@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make train   install into .venv and train the default agent (Vadam-DDPG) on HalfCheetah-v5
 #   make test    install into .venv (with dev tools) and run the test suite
+#   make tensorboard   TensorBoard on the runs folder
 #   make bench   training speed vs Stable-Baselines3 and the compute bound (BENCH_ARGS=--short)
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ BENCH_ARGS ?=
 
 BIN := $(VENV)/bin
 
-.PHONY: train test install lint format bench clean
+.PHONY: train tensorboard test install lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +32,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The run directory `vadam-rl train` names by default: run again after Ctrl-C and it continues.
+RUN_DIR := $(LOGDIR)/$(AGENT)_$(subst /,-,$(ENV))_s$(SEED)
+NEXT := "next: source $(VENV)/bin/activate puts vadam-rl and tensorboard on your PATH; \
+	make tensorboard shows the runs"
+
 train: install
-	$(BIN)/vadam-rl train --agent $(AGENT) --env $(ENV) --seed $(SEED) \
-		--total-steps $(STEPS) --log-dir $(LOGDIR)
+	@if [ -f "$(RUN_DIR)/checkpoint.pt" ] && [ ! -f "$(RUN_DIR)/summary.json" ]; then \
+		echo "continuing the interrupted run $(RUN_DIR) (delete it to start afresh)"; \
+		$(BIN)/vadam-rl train --resume $(RUN_DIR) --total-steps $(STEPS); \
+	else \
+		$(BIN)/vadam-rl train --agent $(AGENT) --env $(ENV) --seed $(SEED) \
+			--total-steps $(STEPS) --log-dir $(LOGDIR); \
+	fi; status=$$?; echo $(NEXT); exit $$status
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir $(LOGDIR)
 
 # Two workers (pytest-xdist): most tests run one torch thread or wait on a subprocess, and
 # the suite's wall time on a 2-core machine drops from ~12 to ~9.5 minutes.

@@ -201,6 +201,7 @@ BAD_INPUT = {
     "N out of range": (["--set", "actor.optimizer.train_set_size=0"], "train_set_size"),
     "beta out of range": (["--set", "actor.optimizer.betas=[0.9,1.0]"], "betas[1]"),
     "critic layout": (["--set", "critic.action_layer=2"], "critic.action_layer"),
+    "no threads": (["--threads", "0"], "--threads must be >= 1"),
 }
 
 
@@ -277,3 +278,21 @@ def test_agents_lists_every_preset():
         "ddpg-adam-explore",
     ]:
         assert name in result.stdout
+
+
+def test_a_run_uses_one_thread_unless_told_otherwise(tmp_path: Path, monkeypatch):
+    """One thread by default (OpenMP threads that wait for each other stall beside other
+    work); OMP_NUM_THREADS, then --threads, override it. Printed where the run starts."""
+    import conftest
+
+    base = {k: v for k, v in conftest.cli_env().items() if k != "OMP_NUM_THREADS"}
+    monkeypatch.setattr(conftest, "cli_env", lambda: dict(base))
+    short = ["--total-steps", "300", "--set", "learning_starts=200"]
+    default = run_cli(*pendulum_args(tmp_path, "default"), *short, check=True)
+    assert "threads:       1 (--threads N for more)" in default.stdout
+    base["OMP_NUM_THREADS"] = "3"
+    from_env = run_cli(*pendulum_args(tmp_path, "env"), *short, check=True)
+    assert "threads:       3\n" in from_env.stdout
+    flag = run_cli(*pendulum_args(tmp_path, "flag"), *short, "--threads", "2", check=True)
+    assert "threads:       2\n" in flag.stdout
+

@@ -256,7 +256,7 @@ def test_results_md_shows_methods_difference_and_labelled_reference(tmp_path: Pa
     assert "| ddpg-vadam | 5 (0, 1, 2, 3, 4) | 40.0 ± 35.4 | 30.0 [" in text
     assert "| ddpg-vadam − ddpg-adam-plain | +30.0 [" in text
     assert "Reference" in text and "not measured here" in text
-    assert "4368 ± 245 (s.e.)" in text and "as quoted in issue 5" in text
+    assert "4368 ± 245 (s.e.)" in text and "as the reference code reports them" in text
 
 
 def test_every_method_is_compared_with_each_adam_baseline_once(tmp_path: Path):

@@ -321,11 +321,13 @@ def test_round_trip_sb3_import_export_sb3_gives_the_same_actions(tmp_path, algo)
 def test_export_command_prints_the_path_and_lays_out_a_zoo_experiment(tmp_path, capsys):
     run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16])
     logs = tmp_path / "logs"
+    before = sorted(p.relative_to(run.path) for p in run.path.rglob("*"))
     export_command(run.path, zoo_layout=logs)
     export_command(run.path, zoo_layout=logs)
     out = capsys.readouterr().out
-    assert f"wrote {run.path / 'model.zip'}" in out
     assert "--exp-id 2" in out
+    # The layout is all it writes: the run directory is left as it was.
+    assert sorted(p.relative_to(run.path) for p in run.path.rglob("*")) == before
     exp = logs / "ddpg" / "Pendulum-v1_2"
     hyperparams = yaml.unsafe_load((exp / "Pendulum-v1" / "config.yml").read_text())
     assert hyperparams["normalize"] is False and hyperparams["policy"] == "MlpPolicy"

@@ -42,6 +42,7 @@ import tyro
 import yaml
 
 from vadam_rl import run_dir as layout
+from vadam_rl.commands.options import option
 from vadam_rl.commands.train import PARENT_ENV
 from vadam_rl.config import (
     apply_overrides,
@@ -494,22 +495,22 @@ def _print_outcome(outcome: Outcome, done: int, total: int) -> None:
 
 
 def compare_command(
-    presets: list[str] = list(DEFAULT_PRESETS),  # noqa: B006 - tyro reads it, never mutated
-    seeds: int = 5,
-    seed_list: list[int] | None = None,
-    env: str = "HalfCheetah-v5",
-    total_steps: int = 1_000_000,
-    runs_dir: Path = Path("runs/compare"),
+    presets: Annotated[list[str], option("PRESET")] = list(DEFAULT_PRESETS),  # noqa: B006 - tyro reads it, never mutated
+    seeds: Annotated[int, option("N")] = 5,
+    seed_list: Annotated[list[int] | None, option("SEED", "0 .. N-1 from --seeds")] = None,
+    env: Annotated[str, option("ENV_ID")] = "HalfCheetah-v5",
+    total_steps: Annotated[int, option("N")] = 1_000_000,
+    runs_dir: Annotated[Path, option("DIR")] = Path("runs/compare"),
     backend: Literal["local", "ray"] = "local",
-    workers: int | None = None,
+    workers: Annotated[int | None, option("N", "the number of CPU cores")] = None,
     set: Annotated[  # the flag users type is --set, as for train
-        list[str], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="KEY=VALUE")
+        list[str], tyro.conf.UseAppendAction, option("KEY=VALUE", "none; repeatable")
     ] = [],  # noqa: B006 - tyro reads the default; it is never mutated
     with_vadagrad: bool = False,
     with_adam_explore: bool = False,
-    device: Device = "auto",
-    ray_address: str | None = None,
-    gpus_per_run: float = 0.25,
+    device: Annotated[Device, option("DEVICE")] = "auto",
+    ray_address: Annotated[str | None, option("ADDRESS", "a local Ray instance")] = None,
+    gpus_per_run: Annotated[float, option("FRACTION")] = 0.25,
     population: Literal["auto", "on", "off"] = "auto",
     report: bool = True,
 ) -> None:
@@ -526,17 +527,14 @@ def compare_command(
         total_steps: Environment steps per run.
         runs_dir: Folder of the grid's run directories (and logs/, report/).
         backend: local (a process pool on this machine) or ray (Ray tasks, local or cluster).
-        workers: Runs at a time (default: the number of CPU cores).
-        set: Override a config field in every run, e.g. --set batch_size=256 (repeatable).
+        workers: Runs at a time.
+        set: Override a config field in every run, e.g. --set batch_size=256.
         with_vadagrad: Add ddpg-vadagrad to the presets.
         with_adam_explore: Add ddpg-adam-explore to the presets.
-        device: auto (CUDA if present), cpu or cuda, for every run.
-        ray_address: Ray cluster to submit to (e.g. auto, or ray://head:10001); default: start a
-            local Ray instance.
+        device: The device of every run: auto (CUDA if present), cpu or cuda.
+        ray_address: Ray cluster to submit to (e.g. auto, or ray://head:10001).
         gpus_per_run: GPUs a Ray task asks for with --device cuda (0.25: four runs share one).
-        population: Train each preset's seeds as one population (train --seeds): on, off, or
-            auto (on when the runs go to a GPU, where it is much faster; off on CPU, where it
-            is about as fast as one process per run, see docs/performance.md).
+        population: Each preset's seeds as one population (train --seeds); auto: on a GPU only.
         report: Write the report (vadam-rl report RUNS_DIR) when the grid is done.
     """
     chosen = list(dict.fromkeys([*presets, *_extra_presets(with_vadagrad, with_adam_explore)]))
@@ -545,7 +543,7 @@ def compare_command(
         raise UserError("the grid is empty: give at least one preset and one seed")
     if total_steps <= 0:
         raise UserError(f"total_steps must be > 0, got {total_steps}")
-    workers = workers or os.cpu_count() or 1
+    workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
     if device == "cuda" and backend == "local":

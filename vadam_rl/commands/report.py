@@ -41,7 +41,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import tyro
@@ -49,6 +49,7 @@ import yaml
 
 from vadam_rl import run_dir as layout
 from vadam_rl import stats
+from vadam_rl.commands.options import option
 from vadam_rl.config import flat_settings
 from vadam_rl.errors import UserError
 from vadam_rl.training.records import read_evaluations
@@ -106,9 +107,9 @@ class ReferenceResult:
 
 REFERENCE_SOURCE = (
     "emtiyaz/vadam, tensorflow_RL (TensorFlow 1.2, gym HalfCheetah-v1, seeds 0-4, test return "
-    "of the mean actor over 20 episodes, every 10 training episodes). Numbers as quoted in "
-    "issue 5: the per-seed result/*.npy files are binary and could not be read here, so they "
-    "are not recomputed. Note that the shaded band of the reference figure "
+    "of the mean actor over 20 episodes, every 10 training episodes). Numbers as the reference "
+    "code reports them; its per-seed result files are not recomputed here. Note that the "
+    "shaded band of the reference figure "
     "(plot_halfcheetah.py) is the std over the 20 test episodes of the seed-averaged return, "
     "not a spread over seeds."
 )
@@ -574,7 +575,7 @@ def render_csv(result: ReportResult) -> str:
                 "steps": ref.steps,
                 "final_mean": ref.final_mean,
                 "final_se": "" if ref.final_se is None else ref.final_se,
-                "note": f"{ref.method}, reference code, as quoted in issue 5"
+                "note": f"{ref.method}, reference code, as it reports them"
                 + (f"; {ref.note}" if ref.note else ""),
             }
         )
@@ -608,7 +609,7 @@ def plot_learning_curves(methods: list[MethodResult], path: Path) -> None:
                 color=colors[r.method],
                 marker=marker,
                 markersize=3,
-                label=f"{r.method} ({len(r.seeds)} seeds)",
+                label=f"{r.method} ({len(r.seeds)} seed{'' if len(r.seeds) == 1 else 's'})",
             )
             if len(r.seeds) > 1:
                 ax.fill_between(r.curve_steps, low, high, color=colors[r.method], alpha=0.2)
@@ -721,9 +722,9 @@ def write_report(
 
 
 def report_command(
-    runs_dir: tyro.conf.Positional[Path],
-    out: Path | None = None,
-    final_evals: int = 1,
+    runs_dir: Annotated[tyro.conf.Positional[Path], option("RUNS_DIR")],
+    out: Annotated[Path | None, option("DIR", "RUNS_DIR/report")] = None,
+    final_evals: Annotated[int, option("K")] = 1,
     include_unfinished: bool = False,
 ) -> None:
     """Aggregate the runs below RUNS_DIR: learning curves, final returns, tables with CIs.
@@ -733,11 +734,9 @@ def report_command(
 
     Args:
         runs_dir: Folder holding run directories (any depth), e.g. runs/compare.
-        out: Where to write the report (default: RUNS_DIR/report).
-        final_evals: Final return = mean of each seed's last k evaluations (1: the last one,
-            as the paper reports it).
-        include_unfinished: Also aggregate runs that have not finished (their latest
-            evaluation counts as final), e.g. to look at a grid that is still running.
+        out: Where to write the report.
+        final_evals: Final return = mean of each seed's last K evaluations (1: as the paper).
+        include_unfinished: Count unfinished runs at their latest evaluation (a running grid).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped runs are listed below, with their reason

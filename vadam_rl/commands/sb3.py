@@ -4,11 +4,13 @@ mean return (a run directory or any SB3 DDPG/TD3 MlpPolicy zip)."""
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import tyro
 
+from vadam_rl.commands.options import option
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
 from vadam_rl.run_dir import BEST_POLICY, POLICIES
@@ -20,10 +22,17 @@ if TYPE_CHECKING:
 
 
 def export_command(
-    run_dir: tyro.conf.Positional[Path],
-    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None,
-    checkpoint: str = "last",
-    zoo_layout: Path | None = None,
+    run_dir: Annotated[tyro.conf.Positional[Path], option("RUN_DIR")],
+    output: Annotated[
+        Path | None,
+        tyro.conf.arg(
+            aliases=("-o",),
+            metavar="ZIP",
+            help_behavior_hint="(default: RUN_DIR/model.zip, model_best.zip, model_step_N.zip)",
+        ),
+    ] = None,
+    checkpoint: Annotated[str, option("WHICH")] = "last",
+    zoo_layout: Annotated[Path | None, option("DIR", "none")] = None,
 ) -> None:
     """Export a run's mean policy as a Stable-Baselines3 DDPG zip (loads with DDPG.load).
 
@@ -31,16 +40,22 @@ def export_command(
 
     Args:
         run_dir: The run directory (config.yaml, policies/).
-        output: The zip to write (default: RUN_DIR/model.zip, model_best.zip, model_step_N.zip).
+        output: The zip to write.
         checkpoint: best, last (the most recent policy) or a step number N (policies/step_N.pt).
-        zoo_layout: Also lay it out for rl-baselines3-zoo's enjoy.py in this log folder.
+        zoo_layout: Write it only into this rl-baselines3-zoo log folder (and --output if given).
     """
     from vadam_rl.sb3.export import export_sb3, read_run_config, write_zoo_layout
 
-    path = export_sb3(run_dir, output, checkpoint)
-    print(f"wrote {path}")
-    if zoo_layout is not None:
-        config = read_run_config(run_dir)
+    if zoo_layout is None:
+        print(f"wrote {export_sb3(run_dir, output, checkpoint)}")
+        return
+    config = read_run_config(run_dir)
+    with tempfile.TemporaryDirectory(prefix=".vadam-rl-export.") as staging:
+        if output is None:  # the zip goes into the layout only
+            path = export_sb3(run_dir, Path(staging) / "model.zip", checkpoint)
+        else:
+            path = export_sb3(run_dir, output, checkpoint)
+            print(f"wrote {path}")
         exp_dir = write_zoo_layout(path, config, zoo_layout)
         exp_id = exp_dir.name.rsplit("_", 1)[1]
         print(
@@ -50,12 +65,12 @@ def export_command(
 
 
 def eval_command(
-    target: tyro.conf.Positional[Path],
-    env: str | None = None,
-    episodes: int = 10,
-    seed: int = 0,
-    video: Path | None = None,
-    device: str = "auto",
+    target: Annotated[tyro.conf.Positional[Path], option("RUN_DIR_OR_ZIP")],
+    env: Annotated[str | None, option("ENV_ID", "the run's or the zip's")] = None,
+    episodes: Annotated[int, option("N")] = 10,
+    seed: Annotated[int, option("N")] = 0,
+    video: Annotated[Path | None, option("MP4", "none")] = None,
+    device: Annotated[Literal["auto", "cpu", "cuda"], option("DEVICE")] = "auto",
     weights_only: bool = False,
 ) -> None:
     """Evaluate a policy deterministically and print its mean return ± std.
@@ -69,7 +84,7 @@ def eval_command(
         episodes: Number of evaluation episodes.
         seed: Seed of the first reset (the same episodes as SB3's evaluate_policy on this seed).
         video: Also record one episode to this .mp4 (needs moviepy; MuJoCo needs MUJOCO_GL=egl).
-        device: auto, cpu or cuda.
+        device: auto (CUDA if present), cpu or cuda.
         weights_only: Read only the zip's tensors: SB3 zips hold pickles, which run code.
     """
     from vadam_rl.device import resolve_device

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import tyro
 
 from vadam_rl import run_dir as layout
+from vadam_rl.commands.options import option
 from vadam_rl.config import TrainConfig, apply_overrides, load_config_file, load_preset
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
@@ -32,30 +33,32 @@ if TYPE_CHECKING:
 class TrainArgs:
     """Train a DDPG agent from a preset (see `vadam-rl agents`)."""
 
-    agent: str = "ddpg-vadam"
+    agent: Annotated[str, option("PRESET")] = "ddpg-vadam"
     """Preset name from agents/ (ddpg-vadam, ddpg-adam, ddpg-adam-plain, ...)."""
-    env: str | None = None
-    """Gymnasium env id with a Box action space (default: the preset's, HalfCheetah-v5)."""
-    seed: int | None = None
-    """Random seed (default: the preset's, 0)."""
-    seeds: str | None = None
-    """Train several seeds at once as one population in this process, e.g. 0-4 or 0,2,7:
-    one run directory per seed (AGENT_ENV_sSEED, or RUN_NAME_sSEED)."""
-    total_steps: int | None = None
-    """Environment steps to train for (default: the preset's)."""
-    log_dir: Path = Path("runs")
+    env: Annotated[str | None, option("ENV_ID", "the preset's, HalfCheetah-v5")] = None
+    """Gymnasium env id with a Box action space."""
+    seed: Annotated[int | None, option("N", "the preset's, 0")] = None
+    """Random seed."""
+    seeds: Annotated[str | None, option("SEEDS", "one seed")] = None
+    """Train several seeds as one population in this process (0-4, 0,2,7), a run dir each."""
+    total_steps: Annotated[int | None, option("N", "the preset's")] = None
+    """Environment steps to train for."""
+    log_dir: Annotated[Path, option("DIR")] = Path("runs")
     """Folder that receives the run directory."""
-    run_name: str | None = None
-    """Name of the run directory (default: AGENT_ENV_sSEED, made unique)."""
-    set: Annotated[list[str], tyro.conf.UseAppendAction, tyro.conf.arg(metavar="KEY=VALUE")] = (
-        field(default_factory=list)
-    )
-    """Override a config field, e.g. --set actor.lr=3e-4 (repeatable)."""
-    device: Literal["auto", "cpu", "cuda"] | None = None
-    """auto (CUDA if present), cpu or cuda (default: the preset's, auto)."""
-    resume: list[Path] | None = None
-    """Continue the interrupted run in this directory (its config.yaml rules; only
-    --total-steps and --device may change). Several directories: a population's runs."""
+    run_name: Annotated[str | None, option("NAME", "AGENT_ENV_sSEED, made unique")] = None
+    """Name of the run directory."""
+    set: Annotated[
+        list[str], tyro.conf.UseAppendAction, option("KEY=VALUE", "none; repeatable")
+    ] = field(default_factory=list)
+    """Override a config field, e.g. --set actor.lr=3e-4."""
+    device: Annotated[
+        Literal["auto", "cpu", "cuda"] | None, option("DEVICE", "the preset's, auto")
+    ] = None
+    """auto (CUDA if present), cpu or cuda."""
+    resume: Annotated[list[Path] | None, option("RUN_DIR", "a new run")] = None
+    """Continue this interrupted run (several: a population); only steps and device change."""
+    threads: Annotated[int | None, option("N", "OMP_NUM_THREADS if set, else 1")] = None
+    """CPU threads for torch (1 was fastest at DDPG's sizes and fair to other work)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -65,7 +68,7 @@ class ImportArgs(TrainArgs):
     """Start a run from a Stable-Baselines3 DDPG/TD3 MLP policy (e.g. to fine-tune it with
     Vadam exploration). Network sizes come from the zip; the rest from the preset."""
 
-    model: tyro.conf.Positional[Path] = Path("model.zip")
+    model: Annotated[tyro.conf.Positional[Path], option("MODEL_ZIP")] = Path("model.zip")
     """The SB3 zip to start from (loading it unpickles code: only open trusted files)."""
     weights_only: bool = False
     """Read only the zip's tensors (no unpickling); zips from other tools then need --env."""
@@ -75,8 +78,9 @@ def run_train(args: TrainArgs) -> None:
     from vadam_rl.agent.optimizers import check_optimizers
     from vadam_rl.training.run import train
 
+    threads = thread_count(args.threads)  # (checked before anything is written)
     if args.seeds is not None or (args.resume is not None and len(args.resume) > 1):
-        run_population(args)
+        run_population(args, threads)
         return
     initial_policy = None
     if args.resume is not None:
@@ -105,6 +109,7 @@ def run_train(args: TrainArgs) -> None:
     make_env(config.env_id).close()  # a bad env fails here, before anything is announced
     print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
     announce_compile(config)
+    use_threads(threads)
     summary = train(
         config,
         run_dir,
@@ -121,7 +126,7 @@ def run_train(args: TrainArgs) -> None:
         print(f"SB3 model:     {run_dir / layout.MODEL_ZIP}")
 
 
-def run_population(args: TrainArgs) -> None:
+def run_population(args: TrainArgs, threads: int) -> None:
     """``--seeds 0-4`` (or ``--resume`` of several run directories): one population."""
     from vadam_rl.agent.optimizers import check_optimizers
     from vadam_rl.training.population import train_population
@@ -159,6 +164,7 @@ def run_population(args: TrainArgs) -> None:
         print(f"  {run_dir}")
     print(f"watch them:    tensorboard --logdir {run_dirs[0].parent}")
     announce_compile(configs[0])  # type: ignore[arg-type]
+    use_threads(threads)
     summaries = train_population(
         configs,  # type: ignore[arg-type]
         run_dirs,
@@ -197,6 +203,30 @@ def _read_import(args: ImportArgs) -> ImportedPolicy:
     if args.env is None and imported.env_id is None:
         raise UserError(f"{args.model} does not say which env it was trained on: pass --env")
     return imported
+
+
+def thread_count(requested: int | None) -> int:
+    """The CPU threads a run uses: ``--threads``, else OMP_NUM_THREADS, else 1.
+
+    One thread, because DDPG's matmuls at batch 100 are too small for a second thread to pay
+    much, and OpenMP threads that spin-wait for each other stall when another process holds
+    a core: on a 2-core machine beside one busy process, 2 threads trained at 27% of their
+    idle speed and 1 thread at 95% (docs/performance.md).
+    """
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--threads must be >= 1, got {requested}")
+        return requested
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(from_env) if from_env.isdigit() and int(from_env) > 0 else 1
+
+
+def use_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    more = "" if threads > 1 else " (--threads N for more)"
+    print(f"threads:       {threads}{more}")
 
 
 def announce_compile(config: TrainConfig) -> None:

@@ -18,9 +18,15 @@ from vadam_rl.training.loop import Metrics
 from vadam_rl.training.records import write_evaluations
 
 
-def _last_return(run: Run) -> str:
+def bar_returns(run: Run) -> dict[str, str]:
+    """The progress bar's returns: the exploring (behaviour) policy's training episodes, mean
+    of the last 100, and the mean policy's last evaluation, which is what the run reports."""
     recent = run.collector.recent_returns
-    return f"{np.mean(recent):.1f}" if recent else "-"
+    evaluations = run.progress.evaluations
+    return {
+        "train_return": f"{np.mean(recent):.1f}" if recent else "-",
+        "eval_return": f"{evaluations[-1]['mean_return']:.1f}" if evaluations else "-",
+    }
 
 
 def log_training(run: Run, logger: RunLogger, metrics: Metrics, fps: float) -> None:

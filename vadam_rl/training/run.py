@@ -29,7 +29,7 @@ from vadam_rl.training.checkpoint import (
 from vadam_rl.training.logger import RunLogger
 from vadam_rl.training.loop import Metrics, run_loop, stop_on_signals
 from vadam_rl.training.outputs import (
-    _last_return,
+    bar_returns,
     final_evaluation,
     log_training,
     run_evaluation,
@@ -137,7 +137,7 @@ class SingleLearner:
 
     def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None:
         log_training(self.run, self.logger, metrics, fps)
-        bar.set_postfix(ret=_last_return(self.run), refresh=False)
+        bar.set_postfix(bar_returns(self.run), refresh=False)
 
     def evaluate(self, bar: tqdm) -> None:
         run_evaluation(self.run, self.logger, bar)
