@@ -295,4 +295,3 @@ def test_a_run_uses_one_thread_unless_told_otherwise(tmp_path: Path, monkeypatch
     assert "threads:       3\n" in from_env.stdout
     flag = run_cli(*pendulum_args(tmp_path, "flag"), *short, "--threads", "2", check=True)
     assert "threads:       2\n" in flag.stdout
-

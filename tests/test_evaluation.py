@@ -193,3 +193,16 @@ def test_record_video_with_glfw_and_no_display_fails_in_one_line(tmp_path):
     assert len(ours) == 1 and "cannot render HalfCheetah-v5 offscreen (MUJOCO_GL=glfw)" in ours[0]
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert [p.name for p in tmp_path.iterdir()] in ([], ["MUJOCO_LOG.TXT"])  # MuJoCo's own log
+
+
+def test_mujocos_deprecation_of_gymnasiums_own_xml_is_silenced_and_nothing_else():
+    code = (
+        "import mujoco\n"
+        "from vadam_rl.envs import make_env\n"
+        "make_env('HalfCheetah-v5').close()\n"
+        "mujoco.get_mju_user_warning()('Nan, Inf or huge value in QACC at DOF 0')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "settotalmass" not in done.stdout + done.stderr
+    assert "WARNING: Nan, Inf or huge value in QACC" in done.stderr

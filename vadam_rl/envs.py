@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +35,7 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One gymnasium env with a bounded Box action space and a flat Box observation space."""
     check_env_id(env_id)
+    quiet_mujoco_deprecations()
     try:
         env = gym.make(env_id, render_mode=render_mode)
     except gym.error.DependencyNotInstalled as err:
@@ -45,6 +47,28 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         raise UserError(f"cannot create environment {env_id!r}: {err}{hint}") from None
     check_spaces(env_id, env.observation_space, env.action_space)
     return env
+
+
+# Deprecations MuJoCo warns about in the XML files gymnasium ships (not the user's to fix):
+# printed at every env creation, three times per run. Other MuJoCo warnings pass through.
+MUJOCO_QUIET = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def quiet_mujoco_deprecations() -> None:
+    """Install a MuJoCo warning handler that drops ``MUJOCO_QUIET`` and prints the rest as
+    MuJoCo does; once, and only where nobody installed a handler of their own."""
+    try:
+        import mujoco
+    except ImportError:  # (not every env needs MuJoCo)
+        return
+    if mujoco.get_mju_user_warning() is not None:
+        return
+
+    def handler(message: str) -> None:
+        if not message.startswith(MUJOCO_QUIET):
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(handler)
 
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space) -> None:

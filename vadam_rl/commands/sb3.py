@@ -33,6 +33,7 @@ def export_command(
     ] = None,
     checkpoint: Annotated[str, option("WHICH")] = "last",
     zoo_layout: Annotated[Path | None, option("DIR", "none")] = None,
+    onnx: Annotated[Path | None, option("FILE", "none")] = None,
 ) -> None:
     """Export a run's mean policy as a Stable-Baselines3 DDPG zip (loads with DDPG.load).
 
@@ -43,9 +44,21 @@ def export_command(
         output: The zip to write.
         checkpoint: best, last (the most recent policy) or a step number N (policies/step_N.pt).
         zoo_layout: Write it only into this rl-baselines3-zoo log folder (and --output if given).
+        onnx: Write the mean actor as this ONNX model instead (obs -> action in the env's bounds).
     """
     from vadam_rl.sb3.export import export_sb3, read_run_config, write_zoo_layout
 
+    if onnx is not None:
+        if output is not None or zoo_layout is not None:
+            raise UserError("--onnx writes an ONNX model alone: drop --output and --zoo-layout")
+        from vadam_rl.onnx_export import CHECK_OBSERVATIONS, export_onnx
+
+        done = export_onnx(run_dir, onnx, checkpoint)
+        print(
+            f"wrote {done.path} from {done.source} (checked with onnxruntime on "
+            f"{CHECK_OBSERVATIONS} observations: max |difference| {done.max_difference:.1e})"
+        )
+        return
     if zoo_layout is None:
         print(f"wrote {export_sb3(run_dir, output, checkpoint)}")
         return
