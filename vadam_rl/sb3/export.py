@@ -29,7 +29,6 @@ import torch
 import yaml
 from torch import Tensor
 
-from vadam_rl import __version__
 from vadam_rl.agent.networks import Actor, Critic
 from vadam_rl.config import ConfigError, TrainConfig, load_config_file
 from vadam_rl.envs import make_env
@@ -50,6 +49,7 @@ from vadam_rl.sb3.load import (
     load_checked,
     load_sb3,
 )
+from vadam_rl.version import __version__
 
 __all__ = [
     "ImportedPolicy",
