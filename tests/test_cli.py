@@ -202,6 +202,19 @@ BAD_INPUT = {
     "beta out of range": (["--set", "actor.optimizer.betas=[0.9,1.0]"], "betas[1]"),
     "critic layout": (["--set", "critic.action_layer=2"], "critic.action_layer"),
     "no threads": (["--threads", "0"], "--threads must be >= 1"),
+    "infinite lr": (["--set", "actor.lr=inf"], "actor.optimizer.lr must be in (0, 1000]"),
+    "absurd lr": (["--set", "critic.lr=1e300"], "critic.optimizer.lr must be in (0, 1000]"),
+    "negative noise": (["--set", "exploration.sigma=-1"], "exploration.sigma must be finite"),
+    "nan noise": (["--set", "exploration.sigma=.nan"], "exploration.sigma must be finite"),
+    "OU overshoots": (["--set", "exploration.theta=-5"], "exploration.theta must be in [0, 1]"),
+    "negative redraw": (["--set", "exploration.resample_every=-1"], "resample_every must be >= 0"),
+    "no hidden layer": (["--set", "actor.hidden_sizes=[]"], "actor.hidden_sizes must name"),
+    "bad final init": (["--set", "actor.final_layer_init=-1"], "final_layer_init must be"),
+    "negative seed": (["--seed", "-1"], "seed must be in [0, 2**63)"),
+    "huge seed": (["--seed", str(2**64)], "seed must be in [0, 2**63)"),
+    "run name escapes": (["--run-name", "../../x"], "must be a plain folder name"),
+    "resume with --set": (["--resume", "somewhere", "--set", "batch_size=3"], "--set cannot"),
+    "resume with --seed": (["--resume", "somewhere", "--seed", "3"], "--seed cannot"),
 }
 
 

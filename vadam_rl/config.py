@@ -9,6 +9,7 @@ resolved config is saved with every run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable
@@ -315,10 +316,14 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"eval_episodes must be >= 1, got {config.eval_episodes}")
     if config.log_every < 1:
         raise ConfigError(f"log_every must be >= 1, got {config.log_every}")
+    if not 0 <= config.seed < 2**63:
+        raise ConfigError(f"seed must be in [0, 2**63), got {config.seed}")
     for net in ("actor", "critic"):
         opt = getattr(config, net).optimizer
-        if opt.lr <= 0:
-            raise ConfigError(f"{net}.optimizer.lr must be > 0, got {opt.lr}")
+        # (also refuses nan; above 1000 no optimizer here takes a step that means anything)
+        if not 0 < opt.lr <= 1e3:
+            raise ConfigError(f"{net}.optimizer.lr must be in (0, 1000], got {opt.lr}")
+    _check_exploration(config.exploration)
     for net in ("actor", "critic"):
         _check_network(getattr(config, net), net)
     if config.exploration.kind in ("posterior", "vadam") and config.actor.optimizer.name == "adam":
@@ -344,9 +349,27 @@ def validate(config: TrainConfig) -> None:
         )
 
 
+def _check_exploration(exploration: ExplorationConfig) -> None:
+    if not 0 <= exploration.sigma < math.inf:
+        raise ConfigError(f"exploration.sigma must be finite and >= 0, got {exploration.sigma}")
+    if not 0 <= exploration.theta <= 1:  # x <- x - theta * x: beyond 1 it overshoots
+        raise ConfigError(f"exploration.theta must be in [0, 1], got {exploration.theta}")
+    if exploration.resample_every < 0:
+        raise ConfigError(
+            f"exploration.resample_every must be >= 0 (0: once per episode), got "
+            f"{exploration.resample_every}"
+        )
+
+
 def _check_network(net: NetworkConfig, name: str) -> None:
     """The network's layout, as ConfigErrors (the optimizer's own range checks are
     ``vadam_rl.agent.optimizers.check_optimizers``)."""
+    if not net.hidden_sizes:
+        raise ConfigError(f"{name}.hidden_sizes must name at least one hidden layer")
+    if net.final_layer_init is not None and not 0 < net.final_layer_init < math.inf:
+        raise ConfigError(
+            f"{name}.final_layer_init must be finite and > 0 (or null), got {net.final_layer_init}"
+        )
     if any(width < 1 for width in net.hidden_sizes):
         raise ConfigError(f"{name}.hidden_sizes must all be >= 1, got {net.hidden_sizes}")
     if not 0 <= net.action_layer <= len(net.hidden_sizes) - 1 and name == "critic":

@@ -29,11 +29,14 @@ if TYPE_CHECKING:
 # to load, and `vadam-rl agents`, `--help` and a rejected command should not wait for it.
 
 
+DEFAULT_AGENT = "ddpg-vadam"
+
+
 @dataclass
 class TrainArgs:
     """Train a DDPG agent from a preset (see `vadam-rl agents`)."""
 
-    agent: Annotated[str, option("PRESET")] = "ddpg-vadam"
+    agent: Annotated[str | None, option("PRESET", DEFAULT_AGENT)] = None
     """Preset name from agents/ (ddpg-vadam, ddpg-adam, ddpg-adam-plain, ...)."""
     env: Annotated[str | None, option("ENV_ID", "the preset's, HalfCheetah-v5")] = None
     """Gymnasium env id with a Box action space."""
@@ -79,6 +82,8 @@ def run_train(args: TrainArgs) -> None:
     from vadam_rl.training.run import train
 
     threads = thread_count(args.threads)  # (checked before anything is written)
+    if args.resume is not None:
+        refuse_what_a_resume_ignores(args)
     if args.seeds is not None or (args.resume is not None and len(args.resume) > 1):
         run_population(args, threads)
         return
@@ -94,7 +99,7 @@ def run_train(args: TrainArgs) -> None:
         imported = _read_import(args) if isinstance(args, ImportArgs) else None
         # The env's overrides of the preset apply to an imported policy's env too.
         env = imported.env_id if imported is not None and args.env is None else args.env
-        config = load_preset(args.agent, env)
+        config = load_preset(args.agent or DEFAULT_AGENT, env)
         if imported is not None:
             initial_policy = _apply_import(imported, config, args.env)
         if args.seed is not None:
@@ -147,7 +152,7 @@ def run_population(args: TrainArgs, threads: int) -> None:
             raise UserError("give either --seed or --seeds, not both")
         configs, run_dirs = [], []
         for seed in parse_seeds(args.seeds or ""):
-            config = load_preset(args.agent, args.env)
+            config = load_preset(args.agent or DEFAULT_AGENT, args.env)
             config.seed = seed
             if args.total_steps is not None:
                 config.total_steps = args.total_steps
@@ -203,6 +208,26 @@ def _read_import(args: ImportArgs) -> ImportedPolicy:
     if args.env is None and imported.env_id is None:
         raise UserError(f"{args.model} does not say which env it was trained on: pass --env")
     return imported
+
+
+def refuse_what_a_resume_ignores(args: TrainArgs) -> None:
+    """A resumed run follows its config.yaml: options that would change it are an error, not
+    silently dropped (only --total-steps, --device, --threads and --progress apply)."""
+    given = {
+        "--agent": args.agent,
+        "--env": args.env,
+        "--seed": args.seed,
+        "--run-name": args.run_name,
+        "--set": args.set or None,
+    }
+    if isinstance(args, ImportArgs):
+        raise UserError("import-sb3 starts a new run; it does not go with --resume")
+    ignored = [flag for flag, value in given.items() if value is not None]
+    if ignored:
+        raise UserError(
+            f"--resume continues a run as its config.yaml says; {', '.join(ignored)} cannot "
+            "change it (only --total-steps and --device can): start a new run instead"
+        )
 
 
 def thread_count(requested: int | None) -> int:
@@ -277,6 +302,8 @@ def _resume_config(
 
 def _new_run_dir(log_dir: Path, run_name: str | None, config: TrainConfig) -> Path:
     if run_name is not None:
+        if Path(run_name).name != run_name or run_name in ("", ".", ".."):
+            raise UserError(f"--run-name {run_name!r} must be a plain folder name (no / or ..)")
         path = log_dir / run_name
         if path.exists():
             raise UserError(
