@@ -193,3 +193,13 @@ def test_the_progress_bar_labels_the_training_and_the_evaluation_return(tmp_path
     finally:
         run.collector.envs.close()
         run.eval_env.close()
+
+
+def test_the_memory_estimate_counts_the_buffer_and_an_update_per_agent():
+    from vadam_rl.training.build import memory_needed
+
+    config = load_preset("ddpg-vadam")  # HalfCheetah: obs 17, act 6; [400, 300] both
+    needed = memory_needed(config, 17, 6, agents=2)
+    assert needed["replay buffer"] == 2 * config.buffer_size * (17 + 17 + 6 + 1 + 1) * 4
+    units = 400 + 300 + 400 + 300 + 17 + 6
+    assert needed["an update"] == 2 * config.batch_size * units * 8 * 4

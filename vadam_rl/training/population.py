@@ -43,7 +43,7 @@ from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
 from vadam_rl.training import saves as population_saves
 from vadam_rl.training.buffer import PopulationBuffer
-from vadam_rl.training.build import Progress, Run
+from vadam_rl.training.build import Progress, Run, check_memory
 from vadam_rl.training.checkpoint import load_checkpoint, save_together
 from vadam_rl.training.collector import make_vector_env
 from vadam_rl.training.logger import RunLogger
@@ -181,6 +181,11 @@ def build_population(configs: Sequence[TrainConfig], run_dirs: Sequence[Path]) -
     envs = make_vector_env(config.env_id, config.num_envs * len(configs), config.async_envs)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
+    try:
+        check_memory(config, obs_dim, act_dim, device, agents=len(configs))
+    except UserError:
+        envs.close()
+        raise
     for agent_config in configs:
         torch.manual_seed(agent_config.seed)  # network initialisation, as in build_run
         generator = torch.Generator(device=device)
