@@ -29,7 +29,9 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, timeout: float = 300, check: bool = False, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """``vadam-rl ARGS`` in a fresh Python process, as a user would run it."""
     result = subprocess.run(
         [sys.executable, "-m", "vadam_rl.commands.cli", *args],
@@ -37,6 +39,7 @@ def run_cli(*args: str, timeout: float = 300, check: bool = False) -> subprocess
         text=True,
         timeout=timeout,
         env=cli_env(),
+        cwd=cwd,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"vadam-rl {' '.join(args)} failed:\n{result.stderr[-3000:]}")

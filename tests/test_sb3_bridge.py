@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import run_cli
 from sb3_helpers import assert_sb3_matches, files_under, make_random_run, run_python
 from stable_baselines3 import DDPG, SAC, TD3
 
@@ -383,3 +384,54 @@ def test_export_and_eval_of_a_run_trained_on_cuda(tmp_path, capsys):
     assert torch.equal(actor.mu[0].weight, run.policies[2000]["actor"]["mu.0.weight"])
     eval_command(zip_path, episodes=1, device="cuda")
     assert "(DDPG) on Pendulum-v1" in capsys.readouterr().out
+
+
+def _with_env_id(zip_path: Path, env_id: object, out: Path) -> Path:
+    """A copy of an SB3 zip whose vadam-rl metadata names ``env_id``."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            payload = src.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(payload)
+                data["vadam_rl_metadata"]["env_id"] = env_id
+                payload = json.dumps(data).encode()
+            dst.writestr(item, payload)
+    return out
+
+
+@pytest.mark.parametrize("command", ["eval", "import-sb3"])
+def test_weights_only_never_imports_the_module_a_zip_names(tmp_path: Path, command: str):
+    """``module:Env`` ids make gymnasium import ``module``: under --weights-only the zip's id
+    is refused (one line, exit 2) and the module never runs; --env is the user's choice."""
+    run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16])
+    marker = tmp_path / "imported"
+    (tmp_path / "planted.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    evil = _with_env_id(export_sb3(run.path), "planted:Pendulum-v1", tmp_path / "evil.zip")
+    args = ["eval", str(evil), "--episodes", "1"] if command == "eval" else [
+        "import-sb3", str(evil), "--log-dir", str(tmp_path / "runs"), "--total-steps", "10"
+    ]  # fmt: skip
+    result = run_cli(*args, "--weights-only", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "would import the module 'planted'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_zip_whose_env_id_is_not_a_string_is_read_as_recording_none(tmp_path: Path):
+    run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16])
+    odd = _with_env_id(export_sb3(run.path), 17, tmp_path / "odd.zip")
+    assert load_sb3(odd, weights_only=True).env_id is None
+    result = run_cli("eval", str(odd), "--weights-only", "--episodes", "1")
+    assert result.returncode == 2 and "does not record its environment" in result.stderr
+
+
+def test_unpickling_a_zip_says_so_once(tmp_path: Path):
+    run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16])
+    result = run_cli("eval", str(export_sb3(run.path)), "--episodes", "1", check=True)
+    assert result.stderr.count("unpickles the Python objects it holds") == 1
+    quiet = run_cli("eval", str(export_sb3(run.path)), "--episodes", "1", "--weights-only")
+    assert "unpickles" not in quiet.stderr

@@ -4,6 +4,7 @@ mean return (a run directory or any SB3 DDPG/TD3 MlpPolicy zip)."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -100,9 +101,10 @@ def eval_command(
         device: auto (CUDA if present), cpu or cuda.
         weights_only: Read only the zip's tensors: SB3 zips hold pickles, which run code.
     """
+    from vadam_rl.commands.train import UNPICKLING_NOTE
     from vadam_rl.device import resolve_device
     from vadam_rl.evaluation import check_video_output, evaluate, record_video
-    from vadam_rl.sb3.load import load_sb3
+    from vadam_rl.sb3.load import load_sb3, missing_env_message
 
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
@@ -113,10 +115,12 @@ def eval_command(
     if target.is_dir():
         actor, env_id, label = _run_dir_actor(target, env)
     elif target.is_file():
+        if not weights_only:
+            print(UNPICKLING_NOTE.format(path=target), file=sys.stderr)
         loaded = load_sb3(target, weights_only=weights_only)
         env_id = env or loaded.env_id
         if env_id is None:
-            raise UserError(f"{target} does not record its environment: pass --env ENV_ID")
+            raise UserError(missing_env_message(target, loaded.refused_env_id))
         with contextlib.closing(make_env(env_id)) as probe_env:
             loaded.check_env(probe_env, env_id)
         actor, label = loaded.actor, f"{target} ({loaded.algorithm})"

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 
 DEFAULT_AGENT = "ddpg-vadam"
+UNPICKLING_NOTE = (
+    "vadam-rl: note: loading {path} unpickles the Python objects it holds, which can run code: "
+    "--weights-only reads only its tensors"
+)
 
 
 @dataclass
@@ -202,11 +206,13 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def _read_import(args: ImportArgs) -> ImportedPolicy:
-    from vadam_rl.sb3.load import import_sb3
+    from vadam_rl.sb3.load import import_sb3, missing_env_message
 
+    if not args.weights_only:
+        print(UNPICKLING_NOTE.format(path=args.model), file=sys.stderr)
     imported = import_sb3(args.model, weights_only=args.weights_only)
     if args.env is None and imported.env_id is None:
-        raise UserError(f"{args.model} does not say which env it was trained on: pass --env")
+        raise UserError(missing_env_message(args.model, imported.refused_env_id))
     return imported
 
 

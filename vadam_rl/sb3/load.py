@@ -241,6 +241,8 @@ class LoadedPolicy:
     env_id: str | None
     """Known for zips vadam-rl exported; SB3 itself does not store the env id."""
     metadata: dict[str, Any]
+    refused_env_id: str | None = None
+    """A recorded ``module:Env`` id not used under weights_only (``recorded_env_id``)."""
 
     def __call__(self, obs: Tensor) -> Tensor:
         return self.actor(obs)
@@ -289,12 +291,14 @@ def load_sb3(
     actor = Actor(obs_dim, act_dim, hidden_sizes)
     load_checked(actor, actor_state, "actor", str(path))
     actor.requires_grad_(False)
+    env_id, refused_env_id = recorded_env_id(contents, weights_only)
     return LoadedPolicy(
         actor=actor.to(device).eval(),
         algorithm=contents.algorithm,
         observation_space=contents.observation_space,
         action_space=contents.action_space,
-        env_id=contents.exporter_metadata.get("env_id"),
+        env_id=env_id,
+        refused_env_id=refused_env_id,
         metadata={
             "sb3_version": contents.sb3_version,
             "num_timesteps": contents.data.get("num_timesteps"),
@@ -323,6 +327,8 @@ class ImportedPolicy:
     action_space: gym.spaces.Space | None
     notes: list[str] = field(default_factory=list)
     """What did not carry over (e.g. TD3's second critic), one sentence each."""
+    refused_env_id: str | None = None
+    """A recorded ``module:Env`` id not used under weights_only (``recorded_env_id``)."""
 
     def apply_to(self, config: TrainConfig) -> TrainConfig:
         """Set ``config``'s network shapes (and env id, when known) to fit these weights."""
@@ -375,12 +381,14 @@ def import_sb3(path: Path, weights_only: bool = False) -> ImportedPolicy:
             f"{contents.algorithm} has {contents.n_critics} critics; critic.qf0 and its target "
             "became the critic, the others were dropped"
         )
+    env_id, refused_env_id = recorded_env_id(contents, weights_only)
     return ImportedPolicy(
         **weights,
         actor_config=NetworkConfig(hidden_sizes=actor_sizes),
         critic_config=NetworkConfig(hidden_sizes=critic_sizes, action_layer=0),
         algorithm=contents.algorithm,
-        env_id=contents.exporter_metadata.get("env_id"),
+        env_id=env_id,
+        refused_env_id=refused_env_id,
         observation_space=contents.observation_space,
         action_space=contents.action_space,
         notes=notes,
@@ -389,3 +397,30 @@ def import_sb3(path: Path, weights_only: bool = False) -> ImportedPolicy:
 
 def _first_critic(critic_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key: value for key, value in critic_state.items() if key.startswith("qf0.")}
+
+
+def recorded_env_id(contents: Sb3Zip, weights_only: bool) -> tuple[str | None, str | None]:
+    """(the env id a zip says it was trained on, if any and usable; the id refused, if any).
+
+    vadam-rl's exports record the id. One of the form ``module:EnvName`` makes
+    ``gymnasium.make`` import ``module``: under ``weights_only``, which promises that nothing
+    the file names runs, it is refused (the user may pass it with ``--env`` to import it
+    knowingly). A value that is not a string is no id.
+    """
+    env_id = contents.exporter_metadata.get("env_id")
+    if not isinstance(env_id, str) or not env_id:
+        return None, None
+    if weights_only and ":" in env_id:
+        return None, env_id
+    return env_id, None
+
+
+def missing_env_message(path: Path, refused: str | None) -> str:
+    """What to say when neither --env nor the zip gives a usable env id."""
+    if refused is not None:
+        return (
+            f"{path} names the env {refused!r}, which would import the module "
+            f"{refused.partition(':')[0]!r}; --weights-only runs nothing the file names: pass "
+            "--env yourself if you trust it"
+        )
+    return f"{path} does not record its environment: pass --env ENV_ID"
