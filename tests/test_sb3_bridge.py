@@ -435,3 +435,29 @@ def test_unpickling_a_zip_says_so_once(tmp_path: Path):
     assert result.stderr.count("unpickles the Python objects it holds") == 1
     quiet = run_cli("eval", str(export_sb3(run.path)), "--episodes", "1", "--weights-only")
     assert "unpickles" not in quiet.stderr
+
+
+def test_rl_zoo_enjoy_plays_an_exported_policy_as_our_eval_does(tmp_path: Path):
+    """rl-baselines3-zoo's own player on our --zoo-layout: the same episode return as
+    ``evaluate`` (seed 0, one episode), to the two decimals the zoo prints."""
+    pytest.importorskip("rl_zoo3", reason="needs the zoo extra")
+    import re
+    import subprocess
+    import sys
+
+    from vadam_rl.envs import make_env
+    from vadam_rl.evaluation import evaluate
+
+    run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16])
+    export_command(run.path, zoo_layout=tmp_path / "logs")
+    enjoy = subprocess.run(
+        [sys.executable, "-m", "rl_zoo3.enjoy", "--algo", "ddpg", "--env", "Pendulum-v1",
+         "-f", str(tmp_path / "logs"), "--exp-id", "1", "--no-render", "-n", "200"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert enjoy.returncode == 0, enjoy.stderr[-2000:]
+    zoo_return = float(re.search(r"Mean reward: (-?[\d.]+)", enjoy.stdout).group(1))
+    env = make_env("Pendulum-v1")
+    ours = evaluate(run.actor(2000), env, 1, 0, torch.device("cpu")).mean_return
+    env.close()
+    assert abs(zoo_return - ours) <= 0.005 + 1e-9
