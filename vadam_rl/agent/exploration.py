@@ -47,16 +47,8 @@ class Exploration(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class NoExploration:
-    """Act with the mean actor (the paper's "Adam-Plain")."""
-
-    def __init__(self, actor: nn.Module, acting: Acting = module_itself) -> None:
-        self.actor = actor
-        self.forward = acting(actor)
-
-    def act(self, obs: Tensor) -> ExplorationStep:
-        action = self.forward(obs)
-        return ExplorationStep(action, action)
+class Memoryless:
+    """What a strategy without state between steps answers to the loop and to checkpoints."""
 
     def on_episode_end(self, done: Tensor) -> None:
         pass
@@ -68,7 +60,19 @@ class NoExploration:
         pass
 
 
-class GaussianActionNoise:
+class NoExploration(Memoryless):
+    """Act with the mean actor (the paper's "Adam-Plain")."""
+
+    def __init__(self, actor: nn.Module, acting: Acting = module_itself) -> None:
+        self.actor = actor
+        self.forward = acting(actor)
+
+    def act(self, obs: Tensor) -> ExplorationStep:
+        action = self.forward(obs)
+        return ExplorationStep(action, action)
+
+
+class GaussianActionNoise(Memoryless):
     """a = clip(pi(s) + sigma * eps, -1, 1), eps ~ N(0, I) drawn fresh every step."""
 
     def __init__(
@@ -83,15 +87,6 @@ class GaussianActionNoise:
         mean = self.forward(obs)
         noise = rng.randn(mean.shape, self.generator, device=mean.device)
         return ExplorationStep((mean + self.sigma * noise).clamp(-1.0, 1.0), mean)
-
-    def on_episode_end(self, done: Tensor) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 class OrnsteinUhlenbeckNoise:
