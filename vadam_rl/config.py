@@ -320,9 +320,8 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"seed must be in [0, 2**63), got {config.seed}")
     for net in ("actor", "critic"):
         opt = getattr(config, net).optimizer
-        # (also refuses nan; above 1000 no optimizer here takes a step that means anything)
-        if not 0 < opt.lr <= 1e3:
-            raise ConfigError(f"{net}.optimizer.lr must be in (0, 1000], got {opt.lr}")
+        if not 0 < opt.lr < math.inf:  # (also refuses nan)
+            raise ConfigError(f"{net}.optimizer.lr must be finite and > 0, got {opt.lr}")
     _check_exploration(config.exploration)
     for net in ("actor", "critic"):
         _check_network(getattr(config, net), net)
