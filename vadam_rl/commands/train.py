@@ -82,7 +82,6 @@ class ImportArgs(TrainArgs):
 
 
 def run_train(args: TrainArgs) -> None:
-    from vadam_rl.agent.optimizers import check_optimizers
     from vadam_rl.training.run import train
 
     threads = thread_count(args.threads)  # (checked before anything is written)
@@ -106,14 +105,7 @@ def run_train(args: TrainArgs) -> None:
         config = load_preset(args.agent or DEFAULT_AGENT, env)
         if imported is not None:
             initial_policy = _apply_import(imported, config, args.env)
-        if args.seed is not None:
-            config.seed = args.seed
-        if args.total_steps is not None:
-            config.total_steps = args.total_steps
-        if args.device is not None:
-            config.device = args.device
-        apply_overrides(config, list(args.set))
-        check_optimizers(config)
+        with_options(config, args, args.seed)
         run_dir = _new_run_dir(args.log_dir, args.run_name, config)
     make_env(config.env_id).close()  # a bad env fails here, before anything is announced
     print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
@@ -137,7 +129,6 @@ def run_train(args: TrainArgs) -> None:
 
 def run_population(args: TrainArgs, threads: int) -> None:
     """``--seeds 0-4`` (or ``--resume`` of several run directories): one population."""
-    from vadam_rl.agent.optimizers import check_optimizers
     from vadam_rl.training.population import train_population
 
     if isinstance(args, ImportArgs):
@@ -156,14 +147,7 @@ def run_population(args: TrainArgs, threads: int) -> None:
             raise UserError("give either --seed or --seeds, not both")
         configs, run_dirs = [], []
         for seed in parse_seeds(args.seeds or ""):
-            config = load_preset(args.agent or DEFAULT_AGENT, args.env)
-            config.seed = seed
-            if args.total_steps is not None:
-                config.total_steps = args.total_steps
-            if args.device is not None:
-                config.device = args.device
-            apply_overrides(config, list(args.set))
-            check_optimizers(config)
+            config = with_options(load_preset(args.agent or DEFAULT_AGENT, args.env), args, seed)
             name = None if args.run_name is None else f"{args.run_name}_s{seed}"
             configs.append(config)
             run_dirs.append(_new_run_dir(args.log_dir, name, config))
@@ -214,6 +198,22 @@ def _read_import(args: ImportArgs) -> ImportedPolicy:
     if args.env is None and imported.env_id is None:
         raise UserError(missing_env_message(args.model, imported.refused_env_id))
     return imported
+
+
+def with_options(config: TrainConfig, args: TrainArgs, seed: int | None) -> TrainConfig:
+    """``config`` (a preset) with the seed, --total-steps, --device and --set applied and
+    checked, optimizers included."""
+    from vadam_rl.agent.optimizers import check_optimizers
+
+    if seed is not None:
+        config.seed = seed
+    if args.total_steps is not None:
+        config.total_steps = args.total_steps
+    if args.device is not None:
+        config.device = args.device
+    apply_overrides(config, list(args.set))
+    check_optimizers(config)
+    return config
 
 
 def refuse_what_a_resume_ignores(args: TrainArgs) -> None:
