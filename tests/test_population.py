@@ -53,7 +53,7 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12)) if a.numel() else 0.0
 
 
-@pytest.mark.parametrize("preset", ["ddpg-vadam", "ddpg-adam"])
+@pytest.mark.parametrize("preset", ["ddpg-vadam", "ddpg-adam", "ddpg-param-noise"])
 def test_population_of_three_trains_like_three_single_runs(preset: str, tmp_path: Path):
     for seed in SEEDS:
         train(small_config(preset, seed), tmp_path / f"single{seed}", progress_bar=False)

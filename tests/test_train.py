@@ -24,10 +24,10 @@ def learning_run(agent: str, log_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_vadam_and_adam_ddpg_learn_pendulum_within_ten_thousand_steps(tmp_path: Path):
-    # The two runs go to two CLI processes at once: the suite's other tests leave the second
-    # core idle, and this is its slowest check.
-    agents = ("ddpg-vadam", "ddpg-adam")
+def test_each_exploration_family_learns_pendulum_within_ten_thousand_steps(tmp_path: Path):
+    # The runs go to CLI processes at once: the suite's other tests leave the second core
+    # idle, and this is its slowest check.
+    agents = ("ddpg-vadam", "ddpg-adam", "ddpg-param-noise", "ddpg-noisynet")
     logs = {agent: tmp_path / f"{agent}.log" for agent in agents}
     processes = {
         agent: popen_cli(*learning_run(agent, tmp_path), log=logs[agent]) for agent in agents

@@ -26,7 +26,9 @@ class ConfigError(ValueError):
 
 
 OptimizerName = Literal["adam", "vadam", "vadagrad", "vprop", "ivon", "adam-explore"]
-ExplorationKind = Literal["posterior", "vadam", "gaussian", "ornstein-uhlenbeck", "none"]
+ExplorationKind = Literal[
+    "posterior", "vadam", "parameter-noise", "noisy-net", "gaussian", "ornstein-uhlenbeck", "none"
+]
 
 
 @dataclass
@@ -71,6 +73,9 @@ class NetworkConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     action_layer: int = 0
     """Critic only: hidden layer where the action enters (0 = input, SB3's layout)."""
+    layer_norm: bool = False
+    """LayerNorm after every hidden Linear layer, before its ReLU (OpenAI baselines' DDPG with
+    parameter noise). SB3's MlpPolicy has no LayerNorm: such a run exports to ONNX, not SB3."""
 
 
 @dataclass
@@ -79,13 +84,27 @@ class ExplorationConfig:
 
     kind: ExplorationKind = "gaussian"
     """posterior, alias vadam (act with actor weights drawn from the actor optimizer's
-    posterior) | gaussian | ornstein-uhlenbeck (action noise) | none."""
+    posterior) | parameter-noise (adaptive Gaussian weight noise, Plappert et al. 2018) |
+    noisy-net (learned factorised noise in NoisyLinear actor layers, Fortunato et al. 2018) |
+    gaussian | ornstein-uhlenbeck (action noise) | none."""
     sigma: float = 0.1
-    """Action-noise std in the squashed action space [-1, 1] (gaussian, ornstein-uhlenbeck)."""
+    """Action-noise std in the squashed action space [-1, 1] (gaussian, ornstein-uhlenbeck);
+    parameter-noise: the initial weight-noise std."""
     theta: float = 0.15
     """Mean-reversion rate (ornstein-uhlenbeck)."""
     resample_every: int = 1
-    """posterior: draw new actor weights every k env steps; 0 draws once per episode."""
+    """posterior, parameter-noise: draw new actor weights every k env steps; 0 draws when an
+    episode ends (parameter-noise always redraws then too)."""
+    target_action_distance: float | None = None
+    """delta: adapt the scale of the weight noise until the behaviour actor's actions lie
+    sqrt(mean((pi(s) - pi~(s))^2)) = delta from the mean actor's on replayed states
+    (parameter-noise: required, baselines' DDPG uses 0.2; posterior: scales the posterior's
+    draw mu + kappa * sigma * eps, off when unset)."""
+    adapt_every: int = 50
+    """Adapt the noise scale every k updates (baselines' param_noise_adaption_interval)."""
+    adapt_factor: float = 1.01
+    """alpha: the scale is multiplied by alpha when the distance is at most delta, divided
+    by it otherwise (baselines' adoption_coefficient)."""
     reuse_draw_in_update: bool = False
     """posterior: the actor's gradient step right after a new draw is taken at that same draw
     (as the Vadam reference code does: one draw per env step, half the sampling cost);
@@ -330,6 +349,12 @@ def validate(config: TrainConfig) -> None:
             "exploration.kind=posterior needs a variational actor optimizer "
             "(vadam, vadagrad, vprop, ivon or adam-explore), not adam"
         )
+    if config.exploration.kind == "noisy-net" and config.actor.optimizer.name != "adam":
+        raise ConfigError(
+            "exploration.kind=noisy-net learns its noise with the actor's optimizer; "
+            f"actor.optimizer.name={config.actor.optimizer.name} would add weight noise of its "
+            "own: use adam"
+        )
     posterior = config.exploration.kind in ("posterior", "vadam")
     exploration = config.exploration
     reuses = posterior and exploration.reuse_draw_in_update
@@ -357,6 +382,27 @@ def _check_exploration(exploration: ExplorationConfig) -> None:
         raise ConfigError(
             f"exploration.resample_every must be >= 0 (0: once per episode), got "
             f"{exploration.resample_every}"
+        )
+    delta = exploration.target_action_distance
+    if delta is not None and not 0 < delta < math.inf:
+        raise ConfigError(f"exploration.target_action_distance must be finite and > 0, got {delta}")
+    if exploration.kind == "parameter-noise" and delta is None:
+        raise ConfigError(
+            "exploration.kind=parameter-noise needs exploration.target_action_distance (delta, "
+            "the action distance its noise adapts to; OpenAI baselines' DDPG uses 0.2)"
+        )
+    if delta is not None and exploration.kind not in ("parameter-noise", "posterior", "vadam"):
+        raise ConfigError(
+            f"exploration.target_action_distance adapts weight noise (parameter-noise, "
+            f"posterior); exploration.kind={exploration.kind} has none"
+        )
+    if exploration.kind == "parameter-noise" and not exploration.sigma > 0:
+        raise ConfigError("exploration.sigma (the initial weight-noise std) must be > 0")
+    if exploration.adapt_every < 1:
+        raise ConfigError(f"exploration.adapt_every must be >= 1, got {exploration.adapt_every}")
+    if not 1 < exploration.adapt_factor < math.inf:
+        raise ConfigError(
+            f"exploration.adapt_factor must be finite and > 1, got {exploration.adapt_factor}"
         )
 
 

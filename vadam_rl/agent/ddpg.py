@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vadam_rl.agent.batch import Batch
-from vadam_rl.agent.networks import Actor, Critic, polyak_update
+from vadam_rl.agent.networks import (
+    Actor,
+    Critic,
+    mean_state,
+    noise_drawn,
+    noisy_layers,
+    polyak_update,
+)
 from vadam_rl.agent.optimizers import build_optimizer
 from vadam_rl.config import TrainConfig
 from vadam_rl.rng import Generators
@@ -44,7 +52,12 @@ class DDPG:
         generator: Generators = None,
     ) -> None:
         actor = Actor(
-            obs_dim, act_dim, config.actor.hidden_sizes, config.actor.final_layer_init
+            obs_dim,
+            act_dim,
+            config.actor.hidden_sizes,
+            config.actor.final_layer_init,
+            config.actor.layer_norm,
+            noisy=config.exploration.kind == "noisy-net",
         ).to(device)
         critic = Critic(
             obs_dim,
@@ -52,6 +65,7 @@ class DDPG:
             config.critic.hidden_sizes,
             config.critic.action_layer,
             config.critic.final_layer_init,
+            config.critic.layer_norm,
         ).to(device)
         self._setup(actor, critic, config, generator)
 
@@ -60,6 +74,7 @@ class DDPG:
     ) -> None:
         self.gamma = config.gamma
         self.tau = config.tau
+        self.generator = generator
         self.actor = actor
         self.critic = critic
         self.actor_target = copy.deepcopy(actor).requires_grad_(False)
@@ -72,6 +87,13 @@ class DDPG:
         )
         self._online_params = [*critic.parameters(), *actor.parameters()]
         self._target_params = [*self.critic_target.parameters(), *self.actor_target.parameters()]
+        # A NoisyNet actor's loss is taken at fresh noise (its sigmas learn through it); its
+        # target, a copy without a draw in force, is the mean policy.
+        self.actor_noise: Callable[[], AbstractContextManager[None]] = (
+            (lambda: noise_drawn(self.actor, self.generator))
+            if noisy_layers(actor)
+            else nullcontext
+        )
         self.train_step: TrainStep = self.autograd_step
         # Called after load_state_dict: a wrapper that holds tensors' addresses (a CUDA
         # graph) or step counts (a compiled update) re-reads them.
@@ -113,7 +135,9 @@ class DDPG:
 
         def actor_closure() -> Tensor:
             self.actor_optimizer.zero_grad(set_to_none=True)
-            loss = -self.batch_mean(self.critic(batch.obs, self.actor(batch.obs)))
+            with self.actor_noise():
+                actions = self.actor(batch.obs)
+            loss = -self.batch_mean(self.critic(batch.obs, actions))
             loss.sum().backward()
             return loss
 
@@ -152,10 +176,11 @@ class DDPG:
             hook()
 
     def policy_state(self) -> dict:
-        """The mean policy's weights, in the run directory's policy-file format."""
+        """The mean policy's weights, in the run directory's policy-file format (a NoisyNet
+        actor's means, without its noise scales: a plain actor's state)."""
         return {
-            "actor": self.actor.state_dict(),
+            "actor": mean_state(self.actor),
             "critic": self.critic.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
+            "actor_target": mean_state(self.actor_target),
             "critic_target": self.critic_target.state_dict(),
         }

@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vadam_rl.agent.networks import NoisyLinear
 
 
 class StackedLinear(nn.Module):
@@ -30,21 +33,57 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
 
+class StackedLayerNorm(nn.Module):
+    """K independent ``nn.LayerNorm`` layers over the last dim: (K, batch, d) -> (K, batch, d)."""
+
+    def __init__(self, layers: Sequence[nn.LayerNorm]) -> None:
+        super().__init__()
+        first = layers[0]
+        if first.weight is None or first.bias is None or len(first.normalized_shape) != 1:
+            raise ValueError("StackedLayerNorm needs 1-d LayerNorms with gain and bias")
+        self.normalized_shape, self.eps = tuple(first.normalized_shape), first.eps
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))  # type: ignore[union-attr]
+
+    def forward(self, x: Tensor) -> Tensor:
+        normed = F.layer_norm(x, self.normalized_shape, eps=self.eps)
+        return torch.addcmul(self.bias.unsqueeze(1), normed, self.weight.unsqueeze(1))
+
+
+def stacked_noisy(layers: Sequence[NoisyLinear]) -> NoisyLinear:
+    """K ``NoisyLinear`` layers as one whose parameters have a leading agent dim (the layer
+    computes either shape)."""
+    stacked = copy.deepcopy(layers[0])
+    for name, _ in layers[0].named_parameters():
+        value = torch.stack([getattr(layer, name).detach() for layer in layers])
+        setattr(stacked, name, nn.Parameter(value))
+    return stacked
+
+
 def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     """One module computing all of ``modules`` at once on inputs with a leading agent dim.
 
-    The modules must share an architecture of ``nn.Linear`` layers and parameter-free
-    elementwise layers (ReLU, Tanh): anything else holding parameters is refused.
+    The modules must share an architecture of ``nn.Linear``, ``NoisyLinear``, ``LayerNorm``
+    and parameter-free elementwise layers (ReLU, Tanh): anything else holding parameters is
+    refused.
     """
     template = modules[0]
     stacked = copy.deepcopy(template)
+    stackers = {
+        nn.Linear: StackedLinear,
+        nn.LayerNorm: StackedLayerNorm,
+        NoisyLinear: stacked_noisy,
+    }
     for name, layer in template.named_modules():
-        if isinstance(layer, nn.Linear):
+        stacker = stackers.get(type(layer))  # type: ignore[call-overload]
+        if stacker is not None:
             parent, _, child = name.rpartition(".")
             owner = stacked.get_submodule(parent) if parent else stacked
-            setattr(owner, child, StackedLinear([m.get_submodule(name) for m in modules]))  # type: ignore[misc]
+            setattr(owner, child, stacker([m.get_submodule(name) for m in modules]))
         elif any(True for _ in layer.parameters(recurse=False)):
-            raise TypeError(f"cannot stack {type(layer).__name__} layers (only nn.Linear)")
+            raise TypeError(
+                f"cannot stack {type(layer).__name__} layers (only Linear, NoisyLinear, LayerNorm)"
+            )
     requires_grad = all(p.requires_grad for p in template.parameters())
     return stacked.requires_grad_(requires_grad)
 

@@ -54,7 +54,13 @@ from vadam_rl.config import (
 from vadam_rl.errors import UserError
 from vadam_rl.training import saves as population_saves
 
-DEFAULT_PRESETS = ("ddpg-vadam", "ddpg-adam-plain", "ddpg-adam")
+DEFAULT_PRESETS = (
+    "ddpg-vadam",
+    "ddpg-vadam-adaptive",
+    "ddpg-param-noise",
+    "ddpg-adam",
+    "ddpg-adam-plain",
+)
 LOGS = "logs"
 STOP_GRACE_S = 120.0
 """How long a stopped run may take to write its checkpoint before it is killed."""
@@ -506,6 +512,7 @@ def compare_command(
     set: Annotated[  # the flag users type is --set, as for train
         list[str], tyro.conf.UseAppendAction, option("KEY=VALUE", "none; repeatable")
     ] = [],  # noqa: B006 - tyro reads the default; it is never mutated
+    with_noisynet: bool = False,
     with_vadagrad: bool = False,
     with_adam_explore: bool = False,
     device: Annotated[Device, option("DEVICE")] = "auto",
@@ -529,6 +536,7 @@ def compare_command(
         backend: local (a process pool on this machine) or ray (Ray tasks, local or cluster).
         workers: Runs at a time.
         set: Override a config field in every run, e.g. --set batch_size=256.
+        with_noisynet: Add ddpg-noisynet to the presets.
         with_vadagrad: Add ddpg-vadagrad to the presets.
         with_adam_explore: Add ddpg-adam-explore to the presets.
         device: The device of every run: auto (CUDA if present), cpu or cuda.
@@ -537,7 +545,9 @@ def compare_command(
         population: Each preset's seeds as one population (train --seeds); auto: on a GPU only.
         report: Write the report (vadam-rl report RUNS_DIR) when the grid is done.
     """
-    chosen = list(dict.fromkeys([*presets, *_extra_presets(with_vadagrad, with_adam_explore)]))
+    chosen = list(
+        dict.fromkeys([*presets, *_extra_presets(with_noisynet, with_vadagrad, with_adam_explore)])
+    )
     seed_values = list(dict.fromkeys(seed_list)) if seed_list is not None else list(range(seeds))
     if not chosen or not seed_values:
         raise UserError("the grid is empty: give at least one preset and one seed")
@@ -625,10 +635,11 @@ def _use_population(mode: str, device: str) -> bool:
     return device == "cuda"
 
 
-def _extra_presets(with_vadagrad: bool, with_adam_explore: bool) -> list[str]:
+def _extra_presets(with_noisynet: bool, with_vadagrad: bool, with_adam_explore: bool) -> list[str]:
     return [
         name
         for name, wanted in (
+            ("ddpg-noisynet", with_noisynet),
             ("ddpg-vadagrad", with_vadagrad),
             ("ddpg-adam-explore", with_adam_explore),
         )

@@ -22,6 +22,7 @@ import torch
 
 from vadam_rl import run_dir as layout
 from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.networks import mean_state
 from vadam_rl.errors import NonFiniteError, UserError
 from vadam_rl.training import saves as population_saves
 from vadam_rl.training.build import Run
@@ -98,7 +99,14 @@ def load_initial_policy(agent: DDPG, policy: dict) -> None:
     """Start from given weights; optimizer state (and so Vadam's posterior) starts fresh."""
     try:
         for name in ("actor", "critic", "actor_target", "critic_target"):
-            getattr(agent, name).load_state_dict(policy[name])
+            module = getattr(agent, name)
+            # A NoisyNet actor starts its noise scales at their init: the file holds means.
+            missing = set(module.state_dict()) - set(mean_state(module))
+            result = module.load_state_dict(policy[name], strict=not missing)
+            if set(result.missing_keys) - missing or result.unexpected_keys:
+                raise RuntimeError(
+                    f"{name}: missing {result.missing_keys}, unexpected {result.unexpected_keys}"
+                )
     except (KeyError, RuntimeError) as err:
         raise UserError(f"the initial policy does not fit the configured networks: {err}") from None
 

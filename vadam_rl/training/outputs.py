@@ -4,12 +4,14 @@ model.zip and summary.json."""
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 import numpy as np
 from tqdm import tqdm
 
 from vadam_rl import run_dir as layout
+from vadam_rl.errors import UserError
 from vadam_rl.evaluation import evaluate
 from vadam_rl.optim.base import VariationalOptimizer
 from vadam_rl.training.build import Run
@@ -44,11 +46,32 @@ def log_training(run: Run, logger: RunLogger, metrics: Metrics, fps: float) -> N
     distance = collector.pop_action_distance()
     if distance is not None:
         values["explore/action_distance"] = float(distance)
+    for name, value in collector.exploration.log_values().items():
+        values[name] = float(value)
     optimizer = run.agent.actor_optimizer
     if isinstance(optimizer, VariationalOptimizer):
-        for name, sigma in zip(_actor_param_names(run), optimizer.posterior_std(), strict=True):
+        sigmas = optimizer.posterior_std()
+        for name, sigma in zip(_actor_param_names(run), sigmas, strict=True):
             values[f"posterior/sigma_mean/{name}"] = float(sigma.mean())
+        values["posterior/at_floor_fraction"] = at_floor_fraction(optimizer, sigmas)
     logger.scalars(values, step)
+
+
+def at_floor_fraction(optimizer: VariationalOptimizer, sigmas: list) -> float:
+    """Share of the weights whose posterior precision is at the optimizer's precision floor
+    c (Vadam's ``precision_floor``): the data's part N*s + lambda is under 1% of c, so
+    sigma >= 1/sqrt(1.01 c). There the "posterior" is the floor's fixed noise, not the data's
+    uncertainty. 0 for an optimizer without a floor."""
+    at_floor = total = 0
+    groups = [(g.get("precision_floor", 0.0), g["params"]) for g in optimizer.param_groups]
+    flat = iter(sigmas)
+    for floor, params in groups:
+        for _ in params:
+            sigma = next(flat)
+            total += sigma.numel()
+            if floor > 0:
+                at_floor += int((sigma.double().square() * floor >= 1 / 1.01).sum())
+    return at_floor / max(total, 1)
 
 
 def _actor_param_names(run: Run) -> list[str]:
@@ -137,5 +160,7 @@ def export_final_model(run: Run) -> None:
             run.run_dir / layout.MODEL_ZIP,
             step=run.progress.step,
         )
+    except UserError as err:  # a run SB3 cannot hold (LayerNorm): expected, one line
+        print(f"{layout.MODEL_ZIP} not written: {err}", file=sys.stderr)
     except Exception as err:  # the run itself succeeded; say why the zip is missing
         warnings.warn(f"could not export {layout.MODEL_ZIP}: {err}", stacklevel=1)

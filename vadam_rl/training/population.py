@@ -67,6 +67,9 @@ class _AgentExploration:
     def __init__(self, population: Population, agent: int) -> None:
         self.population, self.agent = population, agent
 
+    def log_values(self) -> dict[str, Tensor]:
+        return select_agent(self.population.collector.exploration.log_values(), self.agent)
+
     def state_dict(self) -> dict:
         return select_agent(self.population.exploration.state_dict(), self.agent)
 
@@ -350,7 +353,9 @@ class PopulationLearner:
 
     def update(self) -> dict[str, Tensor]:
         batch = self.population.buffer.sample(self.config.batch_size)
-        return self.population.agent.update(batch)
+        metrics = self.population.agent.update(batch)
+        self.population.collector.exploration.after_update(batch.obs)
+        return metrics
 
     def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None:
         """Each agent's scalars into its own run directory (``log_training``'s tags)."""

@@ -133,7 +133,10 @@ class SingleLearner:
         self.config, self.progress, self.collector = run.config, run.progress, run.collector
 
     def update(self) -> dict[str, Tensor]:
-        return self.run.agent.update(self.run.buffer.sample(self.config.batch_size))
+        batch = self.run.buffer.sample(self.config.batch_size)
+        metrics = self.run.agent.update(batch)
+        self.run.collector.exploration.after_update(batch.obs)
+        return metrics
 
     def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None:
         log_training(self.run, self.logger, metrics, fps)
