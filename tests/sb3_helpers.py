@@ -130,6 +130,16 @@ def assert_sb3_matches(
 # --------------------------------------------------------------------------------------------
 
 
+def random_norms(module: nn.Module) -> nn.Module:
+    """LayerNorm gains and biases away from their init (1, 0), so a test sees them."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, nn.LayerNorm):
+                layer.weight.uniform_(0.5, 1.5)
+                layer.bias.uniform_(-0.5, 0.5)
+    return module
+
+
 @dataclass
 class FakeRun:
     """A run directory written the way the training loop writes one, with random weights."""
@@ -144,7 +154,12 @@ class FakeRun:
         env = make_env(self.config.env_id)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
         env.close()
-        actor = Actor(obs_dim, act_dim, self.config.actor.hidden_sizes)
+        actor = Actor(
+            obs_dim,
+            act_dim,
+            self.config.actor.hidden_sizes,
+            layer_norm=self.config.actor.layer_norm,
+        )
         actor.load_state_dict(self.policies[step]["actor"])
         return actor
 
@@ -157,6 +172,7 @@ def make_random_run(
     action_layer: int = 0,
     steps: tuple[int, ...] = (1000, 2000),
     best_step: int | None = None,
+    layer_norm: bool = False,
 ) -> FakeRun:
     """Write config.yaml and policies/step_N.pt (and best.pt) with distinct random weights.
 
@@ -166,7 +182,7 @@ def make_random_run(
     critic_sizes = list(critic_sizes or actor_sizes)
     config = TrainConfig(
         env_id=env_id,
-        actor=NetworkConfig(hidden_sizes=list(actor_sizes)),
+        actor=NetworkConfig(hidden_sizes=list(actor_sizes), layer_norm=layer_norm),
         critic=NetworkConfig(hidden_sizes=critic_sizes, action_layer=action_layer),
     )
     path.mkdir(parents=True, exist_ok=True)
@@ -180,9 +196,9 @@ def make_random_run(
         policy: dict[str, Any] = {
             name: network.state_dict()
             for name, network in {
-                "actor": Actor(obs_dim, act_dim, actor_sizes),
+                "actor": random_norms(Actor(obs_dim, act_dim, actor_sizes, layer_norm=layer_norm)),
                 "critic": Critic(obs_dim, act_dim, critic_sizes, action_layer),
-                "actor_target": Actor(obs_dim, act_dim, actor_sizes),
+                "actor_target": Actor(obs_dim, act_dim, actor_sizes, layer_norm=layer_norm),
                 "critic_target": Critic(obs_dim, act_dim, critic_sizes, action_layer),
             }.items()
         }

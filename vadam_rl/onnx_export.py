@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vadam_rl.agent.networks import Actor
+from vadam_rl.agent.networks import mean_actor
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
 from vadam_rl.run_dir import atomic_write_bytes
@@ -71,7 +71,7 @@ def export_onnx(run_dir: Path, output: Path, checkpoint: str = "last") -> OnnxEx
     with contextlib.closing(make_env(config.env_id)) as env:
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
         low, high = env.action_space.low, env.action_space.high
-    actor = Actor(obs_dim, act_dim, config.actor.hidden_sizes)
+    actor = mean_actor(obs_dim, act_dim, config.actor)
     load_checked(actor, read_policy_file(source)["actor"], "actor", str(source))
     model = BoundedActor(actor, low, high).eval()
     program = _export(model, obs_dim)

@@ -139,7 +139,7 @@ def eval_command(
 
 
 def _run_dir_actor(run_dir: Path, env_id: str | None) -> tuple[Actor, str, str]:
-    from vadam_rl.agent.networks import Actor
+    from vadam_rl.agent.networks import mean_actor
     from vadam_rl.sb3.export import policy_file, read_policy_file, read_run_config
     from vadam_rl.sb3.load import load_checked
 
@@ -150,6 +150,6 @@ def _run_dir_actor(run_dir: Path, env_id: str | None) -> tuple[Actor, str, str]:
     env_id = env_id or config.env_id
     with contextlib.closing(make_env(env_id)) as env:
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    actor = Actor(obs_dim, act_dim, config.actor.hidden_sizes)
+    actor = mean_actor(obs_dim, act_dim, config.actor)
     load_checked(actor, weights["actor"], "actor", str(source))
     return actor.requires_grad_(False), env_id, str(source)

@@ -29,7 +29,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from vadam_rl.agent.networks import Actor, Critic
+from vadam_rl.agent.networks import Critic, mean_actor
 from vadam_rl.config import ConfigError, TrainConfig, load_config_file
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
@@ -186,6 +186,7 @@ def export_policy(
     output = _check_zip_name(output)
     if getattr(config, "normalize_observations", False):  # no such option yet; see docstring
         raise UserError("exporting runs with normalised observations is not supported")
+    check_sb3_can_hold(config)
     weights = {
         "actor": actor_sd,
         "critic": critic_sd,
@@ -216,6 +217,18 @@ def export_policy(
     return output
 
 
+def check_sb3_can_hold(config: TrainConfig) -> None:
+    """UserError for networks SB3's DDPG MlpPolicy cannot represent (rather than a zip that
+    would act differently): LayerNorm layers."""
+    norms = [net for net in ("actor", "critic") if getattr(config, net).layer_norm]
+    if norms:
+        raise UserError(
+            f"SB3's DDPG MlpPolicy has no LayerNorm layers, which this run's {' and '.join(norms)} "
+            f"({', '.join(n + '.layer_norm' for n in norms)}) has: no SB3 zip; export the policy "
+            "with --onnx instead"
+        )
+
+
 def _check_zip_name(output: Path) -> Path:
     if Path(output).suffix != ".zip":
         raise UserError(f"SB3 models are .zip files; got output {output}")
@@ -227,7 +240,7 @@ def _check_weights(
 ) -> None:
     """UserError unless every state dict fits the networks ``config`` builds for ``env``."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    actor = Actor(obs_dim, act_dim, config.actor.hidden_sizes)
+    actor = mean_actor(obs_dim, act_dim, config.actor)
     critic = Critic(obs_dim, act_dim, config.critic.hidden_sizes, config.critic.action_layer)
     for key, state in weights.items():
         load_checked(actor if key.startswith("actor") else critic, state, key, source)
