@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tensors
+from conftest import run_cli, tensors
+from sb3_helpers import assert_sb3_matches, files_under
 from torch import nn
 
 from vadam_rl.agent.adaptive_noise import AdaptiveScale, action_distance, perturbable
@@ -379,3 +380,48 @@ def test_parameter_noise_settings_are_checked(change, message):
 def test_noisy_net_refuses_a_variational_actor_optimizer():
     with pytest.raises(ConfigError, match="use adam"):
         apply_overrides(load_preset("ddpg-noisynet"), ["actor.optimizer.name=vadam"])
+
+
+# ------------------------------------------------------------------------ exports
+
+
+def test_a_noisy_net_runs_model_zip_acts_as_its_mean_actor_in_sb3(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    train(pendulum_config("ddpg-noisynet"), run_dir, progress_bar=False)
+    # The reference: the trained noisy actor itself, sigmas and all, with no draw in force.
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["agent"]["actor"]
+    actor = Actor(3, 1, [32, 32], noisy=True)
+    actor.load_state_dict(state)
+    sigmas = [v for k, v in state.items() if k.endswith("_sigma")]
+    assert sigmas and all(s.abs().max() > 0 for s in sigmas)
+    assert_sb3_matches(run_dir / "model.zip", actor, "Pendulum-v1", episodes=1, n_obs=200)
+
+
+def test_a_layer_norm_run_exports_to_onnx_and_refuses_an_sb3_zip_with_one_line(
+    tmp_path: Path, capsys
+):
+    onnxruntime = pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+    pytest.importorskip("onnxscript", reason="needs the onnx extra")
+    run_dir = tmp_path / "run"
+    train(pendulum_config("ddpg-param-noise"), run_dir, progress_bar=False)
+    assert "model.zip not written: SB3's DDPG MlpPolicy has no LayerNorm" in capsys.readouterr().err
+    assert not (run_dir / "model.zip").exists()
+
+    before = files_under(tmp_path)
+    refused = run_cli("export", str(run_dir))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "LayerNorm" in refused.stderr and "--onnx" in refused.stderr
+    assert files_under(tmp_path) == before
+
+    out = tmp_path / "policy.onnx"
+    assert run_cli("export", str(run_dir), "--onnx", str(out)).returncode == 0
+    actor = Actor(3, 1, [32, 32], layer_norm=True).double()
+    actor.load_state_dict(torch.load(run_dir / "policies" / "last.pt", weights_only=True)["actor"])
+    obs = np.random.default_rng(0).normal(size=(500, 3)) * 3
+    with torch.no_grad():
+        want = 2.0 * actor(torch.from_numpy(obs)).numpy()  # Pendulum's torque bound is 2
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["action"], {"obs": obs.astype(np.float32)})
+    # float32 through the actor (~1e-6 of the [-1, 1] output after LayerNorm's rescaling)
+    # times the bound 2.
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
