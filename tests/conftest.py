@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,15 @@ def popen_cli(*args: str, log: Path) -> subprocess.Popen:
         env=cli_env(),
         start_new_session=True,
     )
+
+
+def wait_for(log: Path, text: str, timeout: float = 120) -> None:
+    """Poll ``log`` (a background CLI's output) until ``text`` appears."""
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text() if log.exists() else ""):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} never appeared in {log}:\n{log.read_text()}")
+        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import TINY, popen_cli, run_cli
+from conftest import TINY, popen_cli, run_cli, wait_for
 from sb3_helpers import assert_sb3_matches
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -18,14 +17,6 @@ SB3_TAGS = {
     "rollout/ep_rew_mean", "rollout/ep_len_mean", "time/fps", "train/actor_loss",
     "train/critic_loss", "train/learning_rate", "eval/mean_reward", "eval/mean_ep_length",
 }  # fmt: skip
-
-
-def wait_for(log: Path, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in (log.read_text() if log.exists() else ""):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} never appeared in {log}:\n{log.read_text()}")
-        time.sleep(0.1)
 
 
 def test_halfcheetah_run_writes_tensorboard_config_and_checkpoint(tmp_path: Path):

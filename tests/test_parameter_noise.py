@@ -6,13 +6,14 @@ rule replayed in a few lines)."""
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli, tensors
+from conftest import TINY, popen_cli, run_cli, tensors, wait_for
 from sb3_helpers import assert_sb3_matches, files_under
 from torch import nn
 
@@ -22,6 +23,7 @@ from vadam_rl.agent.exploration import ParameterNoise, PosteriorSampling, make_e
 from vadam_rl.agent.networks import Actor, NoisyLinear, mean_actor, mean_state, noise_drawn
 from vadam_rl.agent.optimizers import build_optimizer
 from vadam_rl.agent.stacking import stack_modules
+from vadam_rl.commands.train import announce_compile
 from vadam_rl.config import (
     ConfigError,
     ExplorationConfig,
@@ -30,6 +32,8 @@ from vadam_rl.config import (
     apply_overrides,
     load_preset,
 )
+from vadam_rl.fast.backprop import hand_written_step
+from vadam_rl.fast.select import why_autograd
 from vadam_rl.rng import AgentGenerators
 from vadam_rl.training.outputs import at_floor_fraction
 from vadam_rl.training.run import train
@@ -349,18 +353,35 @@ def test_at_floor_fraction_counts_the_weights_whose_precision_is_the_floor():
 # ------------------------------------------------------------------------ runs
 
 
+def kill_args(preset: str, log_dir: Path, name: str) -> list[str]:
+    return [
+        "train", "--agent", preset, "--env", "Pendulum-v1", "--total-steps", "2000",
+        "--log-dir", str(log_dir), "--run-name", name, "--no-progress", *TINY,
+        "--set", "learning_starts=200", "--set", "eval_every=500", "--set", "checkpoint_every=400",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("preset", ["ddpg-param-noise", "ddpg-noisynet", "ddpg-vadam-adaptive"])
-def test_a_resumed_run_continues_bit_for_bit(preset: str, tmp_path: Path):
-    train(pendulum_config(preset), tmp_path / "straight", progress_bar=False)
-    train(pendulum_config(preset, "total_steps=800"), tmp_path / "resumed", progress_bar=False)
-    train(pendulum_config(preset), tmp_path / "resumed", resume=True, progress_bar=False)
-    left = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
-    right = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+def test_a_run_killed_outright_resumes_bit_for_bit(preset: str, tmp_path: Path):
+    run_cli(*kill_args(preset, tmp_path, "whole"), check=True)
+    log = tmp_path / "killed.log"
+    process = popen_cli(*kill_args(preset, tmp_path, "killed"), log=log)
+    wait_for(log, "step     1,000")  # past two checkpoints, a thousand steps before the end
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists(), "killed too late to test"
+    run_cli("train", "--resume", str(tmp_path / "killed"), "--no-progress", check=True)
+
+    left = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    right = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert torch.equal(left["generator"], right["generator"])
-    a, b = tensors(left["agent"]), tensors(right["agent"])
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    a, b = tensors(left["exploration"]), tensors(right["exploration"])
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for part in ("agent", "exploration"):  # sigma or kappa, counters, the behaviour draw
+        a, b = tensors(left[part]), tensors(right[part])
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    rows = [
+        (tmp_path / n / "evaluations.csv").read_text().splitlines() for n in ("whole", "killed")
+    ]
+    assert [r.split(",")[:3] for r in rows[0]] == [r.split(",")[:3] for r in rows[1]]
 
 
 @pytest.mark.parametrize(
@@ -425,3 +446,15 @@ def test_a_layer_norm_run_exports_to_onnx_and_refuses_an_sb3_zip_with_one_line(
     # float32 through the actor (~1e-6 of the [-1, 1] output after LayerNorm's rescaling)
     # times the bound 2.
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "preset", ["ddpg-param-noise", "ddpg-noisynet", "ddpg-vadam-adaptive", "ddpg-vadam"]
+)
+def test_the_update_path_announced_before_building_is_the_one_the_agent_gets(preset: str, capsys):
+    config = pendulum_config(preset)
+    agent = DDPG(3, 1, config, torch.device("cpu"), generator=torch.Generator())
+    falls_back = preset in ("ddpg-param-noise", "ddpg-noisynet")
+    assert (why_autograd(config) is not None) == (hand_written_step(agent) is None) == falls_back
+    announce_compile(config)
+    assert ("update:        autograd" in capsys.readouterr().out) == falls_back

@@ -261,11 +261,16 @@ def use_threads(threads: int) -> None:
 
 
 def announce_compile(config: TrainConfig) -> None:
-    """Say so where the update will be compiled: its first compiled call pauses the run."""
+    """Say so where the update will be compiled (its first compiled call pauses the run), or
+    where it falls back to autograd (slower)."""
     from vadam_rl.device import resolve_device
     from vadam_rl.fast.compiled import compile_wanted
+    from vadam_rl.fast.select import why_autograd
 
-    if compile_wanted(config, resolve_device(config.device)):
+    reason = why_autograd(config)
+    if reason is not None:
+        print(f"update:        autograd ({reason}: no hand-written, compiled or graphed update)")
+    elif compile_wanted(config, resolve_device(config.device)):
         print(
             "update:        compiled (torch.compile, once, at the second update: 15-30 s; "
             "--set compile=false runs it eagerly)"

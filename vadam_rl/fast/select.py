@@ -21,6 +21,18 @@ from vadam_rl.fast.backprop import HandWrittenStep, hand_written_step
 from vadam_rl.fast.compiled import CompiledUpdate, compile_wanted, why_not_whole_update
 
 
+def why_autograd(config: TrainConfig) -> str | None:
+    """Why ``config``'s networks get no hand-written backprop, and so neither a compiled
+    whole update nor a CUDA graph (None: they do). Said before the agent is built; a test
+    checks it against what ``hand_written_step`` finds on the built networks."""
+    if config.exploration.kind == "noisy-net":
+        return "the actor's noisy layers"
+    norms = [name for name in ("actor", "critic") if getattr(config, name).layer_norm]
+    if norms:
+        return f"LayerNorm in the {' and '.join(norms)}"
+    return None
+
+
 @dataclass
 class SpeedUps:
     """What ``speed_up`` applied to an agent, and why not more."""
