@@ -92,7 +92,10 @@ def _float64_agents(configs: list[TrainConfig], obs_dim: int, act_dim: int) -> l
     return agents
 
 
-@pytest.mark.parametrize("preset", ["ddpg-vadam", "ddpg-adam", "ddpg-param-noise"])
+@pytest.mark.parametrize(
+    "preset",
+    ["ddpg-vadam", "ddpg-adam", "ddpg-param-noise", "ddpg-noisynet", "ddpg-vadam-adaptive"],
+)
 def test_population_updates_and_acts_as_its_single_agents_in_float64(preset: str):
     """The stacked population against K single agents, through the production update path
     (speed-ups included) and the exploration's acting and adaptation, in float64.
