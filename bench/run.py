@@ -65,11 +65,16 @@ OBS_DIM, ACT_DIM = 17, 6  # HalfCheetah-v5
 BATCH_SIZE = 100
 HIDDEN = [400, 300]
 PRESETS = ("ddpg-adam", "ddpg-vadam")
-# The parts run in this order, each in its own process; SB3 sits between ours so that a
-# drifting machine load does not favour one side.
-PARTS = ("micro", "ours:ddpg-adam", "sb3", "ours:ddpg-vadam")
-"""What ``--rounds`` repeats, in this order: the micro-benchmarks (update alone, env alone,
-the bound's matmuls) too, since one slow minute would otherwise set every "vs bound"."""
+"""The presets timed unless ``--presets`` names others."""
+
+
+def parts_order(presets: list[str]) -> tuple[str, ...]:
+    """What ``--rounds`` repeats, in this order, each in its own process: the
+    micro-benchmarks (update alone, env alone, the bound's matmuls) too, since one slow
+    minute would otherwise set every "vs bound"; SB3 after the first preset, so that a
+    drifting machine load does not favour one side."""
+    ours = [f"ours:{p}" for p in presets]
+    return ("micro", *ours[:1], "sb3", *ours[1:])
 
 
 @dataclasses.dataclass
@@ -85,8 +90,10 @@ class Settings:
     cuda_graph: bool = True
     """False: ours with ``cuda_graph=false`` (ddpg-adam ships with it on; on CPU it does
     nothing)."""
+    presets: list[str] = dataclasses.field(default_factory=lambda: list(PRESETS))
+    """Our presets to time."""
     overrides: list[str] = dataclasses.field(default_factory=list)
-    """More ``KEY=VALUE`` config overrides for ours (both presets), applied last."""
+    """More ``KEY=VALUE`` config overrides for ours (every preset), applied last."""
     population_overrides: list[str] = dataclasses.field(default_factory=list)
     """Overrides for the populations only (e.g. async_envs=true: their K envs in parallel)."""
     learning_starts: int = 1000
@@ -486,7 +493,7 @@ def run_part(part: str, settings: Settings) -> dict:
         result = {
             "env_steps_per_s": bench_env(settings),
             "bound": bench_bound(settings),
-            "update_per_s": {p: bench_ours_update(p, settings) for p in PRESETS},
+            "update_per_s": {p: bench_ours_update(p, settings) for p in settings.presets},
         }
     elif part.startswith("ours:"):
         result = bench_ours(part.removeprefix("ours:"), settings)
@@ -615,7 +622,7 @@ def assemble(parts: dict[str, dict], settings: Settings, mode: str) -> dict:
             entry = result.setdefault("population", {}).setdefault(f"{preset}:{agents}", {})
             entry[kind] = value
             entry["one_agent_steps_per_s"] = parts[f"ours:{preset}"]["steps_per_s"]
-    for preset in PRESETS:
+    for preset in settings.presets:
         ours = dict(parts[f"ours:{preset}"])
         ours["update_per_s"] = micro["update_per_s"][preset]
         result["ours"][preset] = ours
@@ -641,7 +648,8 @@ def markdown(result: dict) -> str:
         "| rest (ms) | vs SB3 | vs bound | peak RSS (MiB) | CUDA peak (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rows = [(f"ours {p}", result["ours"][p]) for p in PRESETS] + [("SB3 DDPG", result["sb3"])]
+    presets = result["settings"]["presets"]
+    rows = [(f"ours {p}", result["ours"][p]) for p in presets] + [("SB3 DDPG", result["sb3"])]
     sb3_rate = result["sb3"]["steps_per_s"]
     for name, row in rows:
         step_ms, update_ms = 1e3 / row["steps_per_s"], 1e3 / row["update_per_s"]
@@ -696,7 +704,7 @@ def _micro_rounds_note(result: dict) -> str:
 
 
 def _compile_note(result: dict) -> str:
-    compiled = [p for p in PRESETS if result["ours"][p].get("compile")]
+    compiled = [p for p in result["settings"]["presets"] if result["ours"][p].get("compile")]
     if not compiled:
         return ", ours eager (compile=false)"
     return f", ours compiled (compile=true: {', '.join(compiled)})"
@@ -746,6 +754,13 @@ def parse_args() -> argparse.Namespace:
         help="folder for result.json and result.md",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=list(PRESETS),
+        metavar="PRESET",
+        help="our presets to time (default: %(default)s), e.g. ddpg-vadam ddpg-param-noise",
+    )
     parser.add_argument(
         "--steps",
         type=int,
@@ -812,6 +827,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         learning_starts=args.learning_starts,
         compile=args.compile,
         cuda_graph=not args.no_cuda_graph,
+        presets=args.presets,
         overrides=args.overrides,
         population_overrides=args.population_overrides,
     )
@@ -859,13 +875,14 @@ def main() -> None:
 
     if args.rounds < 1:
         raise SystemExit("--rounds must be >= 1")
-    runs: dict[str, list[dict]] = {part: [] for part in PARTS}
+    order = parts_order(settings.presets)
+    runs: dict[str, list[dict]] = {part: [] for part in order}
     for _ in range(args.rounds):
-        for part in PARTS:
+        for part in order:
             runs[part].append(spawn_part(part, settings))
             combine = median_micro if part == "micro" else median_run
             measure(part, lambda part=part, combine=combine: combine(runs[part]))
-    for preset in PRESETS if args.population else ():
+    for preset in settings.presets if args.population else ():
         key = f"{preset}:{args.population}"
         measure(f"population:{key}", lambda key=key: spawn_part(f"population:{key}", settings))
         if not args.no_processes:

@@ -6,6 +6,7 @@ training steps); its numbers mean nothing, only their presence and sign do.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -182,3 +183,15 @@ def test_rounds_take_each_micro_benchmarks_own_median():
     }
     assert median["rounds"] == 3
     assert bench.median_micro(runs[:1]) == runs[0]
+
+
+def test_presets_choose_the_parts_and_travel_to_each_part_process():
+    bench = load_bench()
+    assert bench.parts_order(["ddpg-vadam", "ddpg-param-noise", "ddpg-noisynet"]) == (
+        "micro", "ours:ddpg-vadam", "sb3", "ours:ddpg-param-noise", "ours:ddpg-noisynet"
+    )  # fmt: skip
+    settings = bench.Settings(presets=["ddpg-vadam", "ddpg-param-noise"])
+    # A part process rebuilds its settings from JSON (``--part-settings``).
+    rebuilt = bench.Settings(**json.loads(json.dumps(dataclasses.asdict(settings))))
+    assert rebuilt.presets == ["ddpg-vadam", "ddpg-param-noise"]
+    assert bench.ours_config("ddpg-param-noise", rebuilt).actor.layer_norm
