@@ -4,14 +4,22 @@ Reads every run directory below RUNS_DIR (see ``run_dir``), groups the runs by (
 where the method is the preset name saved in ``config.yaml`` (``agent``), and writes to
 RUNS_DIR/report (or ``out``):
 
-- ``learning_curves.png``: mean evaluation return of the mean actor vs env steps, per method,
-  with a 95% bootstrap band over seeds;
+- ``learning_curves.png``: the IQM over seeds of the mean actor's evaluation return vs env
+  steps, per method, with a pointwise 95% stratified-bootstrap band (rliable's
+  sample-efficiency curve);
 - ``final_returns.png``: per method, the final return of every seed (dots) and their IQM with
-  its 95% bootstrap interval (the rliable picture);
+  its 95% interval;
+- ``performance_profiles.png``: per method, the fraction of its runs whose final return is
+  above each threshold, with a 95% band (rliable's score distribution);
+- ``probability_of_improvement.png``: P(X > Y) of the final returns, with its interval, for
+  each comparison;
 - ``results.md`` / ``results.csv``: per method seeds, final mean ± std, IQM [CI], mean [CI],
-  best, steps, wall-clock, steps/s; the difference of mean final returns of every method
-  against ``ddpg-adam-plain`` and ``ddpg-adam`` with its bootstrap interval; the reference
-  code's published HalfCheetah numbers as labelled reference rows.
+  the area under the evaluation curve (AUC), best, steps, wall-clock, steps/s; for every
+  comparison (each method against ``ddpg-adam-plain`` and ``ddpg-adam``, plus the pairs of
+  ``COMPARISONS``) the difference of mean final returns, P(X > Y) and the difference of mean
+  AUCs, each with its interval; the reference code's published HalfCheetah numbers as
+  labelled reference rows. A ``protocol.md`` in RUNS_DIR (what was fixed before the runs)
+  is put at the top of results.md.
 
 Definitions, chosen so that a number means the same in every report:
 
@@ -24,7 +32,10 @@ Definitions, chosen so that a number means the same in every report:
   Runs of one preset normally evaluate at identical steps, and then the grid is exactly those
   steps and nothing is interpolated; with ``num_envs > 1`` or a changed ``eval_every`` the
   steps differ slightly, and interpolation keeps every seed in every point of the band.
-- *intervals*: 95% percentile bootstrap over seeds, 10,000 resamples, fixed seed (``stats``).
+- *AUC* of a seed: the trapezoid area under its evaluation curve divided by the steps it
+  spans, so it reads as an average return over training (``stats.area_under_curve``).
+- *intervals*: 95% stratified percentile bootstrap over seeds, by rliable, 10,000 resamples
+  (curves and profiles 2,000), fixed seed (``stats``); ``resamples`` sets both.
 - only finished runs (``summary.json``) count unless ``include_unfinished``; the others are
   listed as skipped with the reason, as are unreadable ones (with a warning, no traceback).
 """
@@ -56,14 +67,30 @@ from vadam_rl.training.records import read_evaluations
 
 LEARNING_CURVES = "learning_curves.png"
 FINAL_RETURNS = "final_returns.png"
+PERFORMANCE_PROFILES = "performance_profiles.png"
+PROBABILITY_OF_IMPROVEMENT = "probability_of_improvement.png"
+PROTOCOL = "protocol.md"
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
 REPORT_DIR = "report"
 
 # Listed in this order in tables and plots; other presets follow alphabetically.
-METHOD_ORDER = ("ddpg-vadam", "ddpg-vadagrad", "ddpg-adam-explore", "ddpg-adam", "ddpg-adam-plain")
+METHOD_ORDER = (
+    "ddpg-vadam",
+    "ddpg-vadam-adaptive",
+    "ddpg-param-noise",
+    "ddpg-noisynet",
+    "ddpg-vadagrad",
+    "ddpg-adam-explore",
+    "ddpg-adam",
+    "ddpg-adam-plain",
+)
 # Every other method is compared against each of these that is present.
 BASELINES = ("ddpg-adam-plain", "ddpg-adam")
+# Further (method, baseline) pairs compared when both are present: does the posterior beat
+# the method it is measured against (adaptive parameter noise), and does adapting its scale
+# help it.
+COMPARISONS = (("ddpg-vadam", "ddpg-param-noise"), ("ddpg-vadam-adaptive", "ddpg-vadam"))
 
 CSV_COLUMNS = (
     "kind",  # method | difference | reference
@@ -80,6 +107,16 @@ CSV_COLUMNS = (
     "iqm",
     "iqm_ci_low",
     "iqm_ci_high",
+    "auc_mean",  # difference rows: mean AUC(method) - mean AUC(baseline)
+    "auc_std",
+    "auc_ci_low",  # difference rows: interval of the AUC difference
+    "auc_ci_high",
+    "auc_iqm",
+    "auc_iqm_ci_low",
+    "auc_iqm_ci_high",
+    "poi",  # difference rows: P(final of method > final of baseline)
+    "poi_ci_low",
+    "poi_ci_high",
     "best",
     "wall_clock_s",
     "steps_per_s",
@@ -295,6 +332,8 @@ class MethodResult:
     iqm: stats.Estimate
     std: float
     se: float
+    aucs: np.ndarray  # (n_seeds,) area under each seed's evaluation curve, per step
+    auc_iqm: stats.Estimate
     best: float  # mean over seeds of each seed's best evaluation
     final_steps: list[int]
     wall_clock_s: float  # mean per run
@@ -310,7 +349,9 @@ class MethodResult:
 
 @dataclass
 class Difference:
-    """Mean final return of ``method`` minus that of ``baseline`` (same env)."""
+    """``method`` against ``baseline`` (same env): the difference of mean final returns
+    (``estimate``), P(final of method > final of baseline) (``improvement``) and the
+    difference of mean AUCs (``auc``)."""
 
     env_id: str
     method: str
@@ -318,6 +359,8 @@ class Difference:
     estimate: stats.Estimate
     n_method: int
     n_baseline: int
+    improvement: stats.Estimate
+    auc: stats.Estimate
 
 
 @dataclass
@@ -331,6 +374,8 @@ class ReportResult:
     notes: list[str]
     table: str  # the markdown of results.md
     files: dict[str, Path] = field(default_factory=dict)
+    resamples: int = stats.N_RESAMPLES
+    curve_resamples: int = stats.CURVE_RESAMPLES
 
 
 def aligned_curves(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
@@ -347,10 +392,13 @@ def aligned_curves(runs: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
     return grid, np.stack([np.interp(grid, run.steps, run.returns) for run in runs])
 
 
-def aggregate(runs: list[RunRecord], final_evals: int = 1) -> MethodResult:
+def aggregate(
+    runs: list[RunRecord], final_evals: int = 1, resamples: int = stats.N_RESAMPLES
+) -> MethodResult:
     """Statistics of one (env, method) group of usable runs."""
     runs = sorted(runs, key=lambda run: (run.seed, str(run.path)))
     finals = np.array([run.final_return(final_evals) for run in runs])
+    aucs = np.array([stats.area_under_curve(run.steps, run.returns) for run in runs])
     grid, curves = aligned_curves(runs)
     return MethodResult(
         env_id=str(runs[0].env_id),
@@ -358,10 +406,12 @@ def aggregate(runs: list[RunRecord], final_evals: int = 1) -> MethodResult:
         seeds=[int(run.seed or 0) for run in runs],
         paths=[run.path for run in runs],
         final_returns=finals,
-        mean=stats.bootstrap_ci(finals, stats.mean),
-        iqm=stats.bootstrap_ci(finals, stats.iqm),
+        mean=stats.bootstrap_ci(finals, stats.mean, n_resamples=resamples),
+        iqm=stats.bootstrap_ci(finals, stats.iqm, n_resamples=resamples),
         std=stats.sample_std(finals),
         se=stats.standard_error(finals),
+        aucs=aucs,
+        auc_iqm=stats.bootstrap_ci(aucs, stats.iqm, n_resamples=resamples),
         best=float(np.mean([run.returns.max() for run in runs])),
         final_steps=[int(run.steps[-1]) for run in runs],
         wall_clock_s=float(np.mean([run.wall_time_s for run in runs])),
@@ -376,22 +426,48 @@ def method_sort_key(method: str) -> tuple[int, str]:
     return order, method
 
 
-def differences(results: list[MethodResult]) -> list[Difference]:
-    """Every method against each baseline present on the same env (each pair once)."""
+def compare(
+    result: MethodResult, base: MethodResult, resamples: int = stats.N_RESAMPLES
+) -> Difference:
+    """``result``'s method against ``base``'s, on final returns and AUCs."""
+    return Difference(
+        env_id=result.env_id,
+        method=result.method,
+        baseline=base.method,
+        estimate=stats.difference_ci(
+            result.final_returns, base.final_returns, n_resamples=resamples
+        ),
+        n_method=len(result.seeds),
+        n_baseline=len(base.seeds),
+        improvement=stats.probability_of_improvement(
+            result.final_returns, base.final_returns, n_resamples=resamples
+        ),
+        auc=stats.difference_ci(result.aucs, base.aucs, n_resamples=resamples),
+    )
+
+
+def differences(
+    results: list[MethodResult], resamples: int = stats.N_RESAMPLES
+) -> list[Difference]:
+    """Every method against each baseline present on the same env, then the pairs of
+    ``COMPARISONS`` present (each unordered pair once)."""
     out: list[Difference] = []
     done: set[frozenset[str]] = set()
     for env_id in sorted({r.env_id for r in results}):
         by_method = {r.method: r for r in results if r.env_id == env_id}
-        for baseline in (b for b in BASELINES if b in by_method):
-            for method, result in by_method.items():
-                pair = frozenset((env_id + "/" + method, env_id + "/" + baseline))
-                if method == baseline or pair in done:
-                    continue
-                done.add(pair)
-                base = by_method[baseline]
-                estimate = stats.difference_ci(result.final_returns, base.final_returns)
-                n_method, n_baseline = len(result.seeds), len(base.seeds)
-                out.append(Difference(env_id, method, baseline, estimate, n_method, n_baseline))
+        pairs = [
+            (method, baseline)
+            for baseline in BASELINES
+            if baseline in by_method
+            for method in by_method
+        ]
+        pairs += [(m, b) for m, b in COMPARISONS if m in by_method and b in by_method]
+        for method, baseline in pairs:
+            pair = frozenset((method, baseline))
+            if method == baseline or pair in done:
+                continue
+            done.add(pair)
+            out.append(compare(by_method[method], by_method[baseline], resamples))
     return out
 
 
@@ -433,11 +509,18 @@ def _num(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
-def _with_ci(estimate: stats.Estimate, signed: bool = False) -> str:
-    value = f"{estimate.value:+.1f}" if signed else f"{estimate.value:.1f}"
+def _with_ci(estimate: stats.Estimate, signed: bool = False, digits: int = 1) -> str:
+    sign = "+" if signed else ""
+    value = f"{estimate.value:{sign}.{digits}f}"
     if not math.isfinite(estimate.low):
         return f"{value} [n/a]"
-    return f"{value} [{estimate.low:.1f}, {estimate.high:.1f}]"
+    return f"{value} [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+
+
+def _excludes(estimate: stats.Estimate, value: float) -> str:
+    if not math.isfinite(estimate.low):
+        return "n/a"
+    return "yes" if estimate.excludes(value) else "no"
 
 
 def _duration(seconds: float) -> str:
@@ -454,50 +537,65 @@ def _seeds(seeds: list[int]) -> str:
     return f"{len(seeds)} ({', '.join(map(str, seeds))})"
 
 
-def render_markdown(result: ReportResult, runs_dir: Path, final_evals: int) -> str:
+def render_markdown(
+    result: ReportResult, runs_dir: Path, final_evals: int, protocol: str | None = None
+) -> str:
     """The text of results.md (also printed to the terminal)."""
     final = "last evaluation" if final_evals == 1 else f"mean of the last {final_evals} evals"
-    lines = [
-        f"# Results: {runs_dir}",
-        "",
+    lines = [f"# Results: {runs_dir}", ""]
+    if protocol:
+        lines += [protocol.strip(), ""]
+    lines += [
         f"Final return: evaluation return of the mean (noise-free) actor, {final}, per seed. "
-        f"Intervals: 95% percentile bootstrap over seeds ({stats.N_RESAMPLES:,} resamples, "
-        f"seed {stats.BOOTSTRAP_SEED}). std: sample std over seeds. best: mean over seeds of "
-        "each seed's best evaluation. wall-clock and steps/s: mean per run.",
+        "AUC: area under a seed's evaluation curve divided by the steps it spans (an average "
+        "return over training). Intervals: 95% stratified percentile bootstrap over seeds, "
+        f"rliable ({result.resamples:,} resamples, curves and profiles "
+        f"{result.curve_resamples:,}, seed {stats.BOOTSTRAP_SEED}). std: sample std over "
+        "seeds. best: mean over seeds of each seed's best evaluation. wall-clock and steps/s: "
+        "mean per run.",
     ]
     for env_id in sorted({r.env_id for r in result.methods}):
         lines += [
             "",
             f"## {env_id}",
             "",
-            "| method | seeds | final mean ± std | IQM [95% CI] | mean [95% CI] | best | steps "
-            "| wall-clock | steps/s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | seeds | final mean ± std | IQM [95% CI] | mean [95% CI] "
+            "| AUC mean ± std | AUC IQM [95% CI] | best | steps | wall-clock | steps/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in (r for r in result.methods if r.env_id == env_id):
             lines.append(
                 f"| {r.method} | {_seeds(r.seeds)} | {_num(r.mean.value)} ± {_num(r.std)} "
-                f"| {_with_ci(r.iqm)} | {_with_ci(r.mean)} | {_num(r.best)} | {r.steps_label(',')} "
+                f"| {_with_ci(r.iqm)} | {_with_ci(r.mean)} "
+                f"| {_num(float(np.mean(r.aucs)))} ± {_num(stats.sample_std(r.aucs))} "
+                f"| {_with_ci(r.auc_iqm)} | {_num(r.best)} | {r.steps_label(',')} "
                 f"| {_duration(r.wall_clock_s)} | {_num(r.steps_per_s, 0)} |"
             )
+        lines += ["", "| method | final return of each seed | AUC of each seed |", "|---|---|---|"]
+        for r in (r for r in result.methods if r.env_id == env_id):
+            finals = ", ".join(
+                f"s{k}: {v:.0f}" for k, v in zip(r.seeds, r.final_returns, strict=True)
+            )
+            aucs = ", ".join(f"s{k}: {v:.0f}" for k, v in zip(r.seeds, r.aucs, strict=True))
+            lines.append(f"| {r.method} | {finals} | {aucs} |")
         diffs = [d for d in result.differences if d.env_id == env_id]
         if diffs:
             lines += [
                 "",
-                "Difference of mean final returns (seeds resampled independently per method):",
+                "Comparisons (X − Y; each method's seeds resampled independently): the "
+                "difference of mean final returns, P(X > Y) (the chance that a run of X ends "
+                "above a run of Y; 0.5: no difference) and the difference of mean AUCs.",
                 "",
-                "| difference | value [95% CI] | seeds | CI excludes 0 |",
-                "|---|---|---|---|",
+                "| X − Y | final: difference [95% CI] | excludes 0 | P(X > Y) [95% CI] "
+                "| excludes 0.5 | AUC: difference [95% CI] | seeds |",
+                "|---|---|---|---|---|---|---|",
             ]
             for d in diffs:
-                excludes = (
-                    "n/a"
-                    if not math.isfinite(d.estimate.low)
-                    else ("yes" if d.estimate.excludes_zero() else "no")
-                )
                 lines.append(
                     f"| {d.method} − {d.baseline} | {_with_ci(d.estimate, signed=True)} "
-                    f"| {d.n_method} vs {d.n_baseline} | {excludes} |"
+                    f"| {_excludes(d.estimate, 0.0)} | {_with_ci(d.improvement, digits=2)} "
+                    f"| {_excludes(d.improvement, 0.5)} | {_with_ci(d.auc, signed=True)} "
+                    f"| {d.n_method} vs {d.n_baseline} |"
                 )
     lines += [
         "",
@@ -545,6 +643,11 @@ def render_csv(result: ReportResult) -> str:
                 "iqm": r.iqm.value,
                 "iqm_ci_low": r.iqm.low,
                 "iqm_ci_high": r.iqm.high,
+                "auc_mean": float(np.mean(r.aucs)),
+                "auc_std": stats.sample_std(r.aucs),
+                "auc_iqm": r.auc_iqm.value,
+                "auc_iqm_ci_low": r.auc_iqm.low,
+                "auc_iqm_ci_high": r.auc_iqm.high,
                 "best": r.best,
                 "wall_clock_s": r.wall_clock_s,
                 "steps_per_s": r.steps_per_s,
@@ -562,7 +665,14 @@ def render_csv(result: ReportResult) -> str:
                 "final_mean": d.estimate.value,
                 "mean_ci_low": d.estimate.low,
                 "mean_ci_high": d.estimate.high,
-                "note": "mean(method) - mean(baseline), independent bootstrap",
+                "auc_mean": d.auc.value,
+                "auc_ci_low": d.auc.low,
+                "auc_ci_high": d.auc.high,
+                "poi": d.improvement.value,
+                "poi_ci_low": d.improvement.low,
+                "poi_ci_high": d.improvement.high,
+                "note": "mean(method) - mean(baseline) of final returns and AUCs; "
+                "poi = P(method > baseline); independent bootstrap",
             }
         )
     for ref in REFERENCE:
@@ -592,8 +702,10 @@ def _colors(methods: list[MethodResult]) -> dict[str, str]:
     return {name: f"C{i % 10}" for i, name in enumerate(names)}
 
 
-def plot_learning_curves(methods: list[MethodResult], path: Path) -> None:
-    """Mean evaluation return vs env steps per method, 95% bootstrap band; a panel per env."""
+def plot_learning_curves(
+    methods: list[MethodResult], path: Path, resamples: int = stats.CURVE_RESAMPLES
+) -> None:
+    """IQM evaluation return vs env steps per method, 95% pointwise band; a panel per env."""
     from matplotlib.figure import Figure
 
     envs = sorted({r.env_id for r in methods})
@@ -601,7 +713,7 @@ def plot_learning_curves(methods: list[MethodResult], path: Path) -> None:
     fig = Figure(figsize=(6.4 * len(envs), 4.6), layout="constrained")
     for ax, env_id in zip(fig.subplots(1, len(envs), squeeze=False)[0], envs, strict=True):
         for r in (r for r in methods if r.env_id == env_id):
-            center, low, high = stats.curve_band(r.curves)
+            center, low, high = stats.curve_band(r.curves, n_resamples=resamples)
             marker = "o" if r.curve_steps.size <= 20 else None
             ax.plot(
                 r.curve_steps,
@@ -618,7 +730,7 @@ def plot_learning_curves(methods: list[MethodResult], path: Path) -> None:
         ax.set_ylabel("evaluation return (mean actor)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
-    fig.suptitle("Mean over seeds with 95% bootstrap confidence band")
+    fig.suptitle("IQM over seeds with 95% stratified-bootstrap band (pointwise, rliable)")
     _save_png(fig, path)
 
 
@@ -662,6 +774,64 @@ def plot_final_returns(methods: list[MethodResult], path: Path, final_evals: int
     _save_png(fig, path)
 
 
+def plot_performance_profiles(
+    methods: list[MethodResult], path: Path, resamples: int = stats.CURVE_RESAMPLES
+) -> None:
+    """Fraction of each method's runs with a final return above tau, vs tau, 95% band."""
+    from matplotlib.figure import Figure
+
+    envs = sorted({r.env_id for r in methods})
+    colors = _colors(methods)
+    fig = Figure(figsize=(6.4 * len(envs), 4.6), layout="constrained")
+    for ax, env_id in zip(fig.subplots(1, len(envs), squeeze=False)[0], envs, strict=True):
+        group = [r for r in methods if r.env_id == env_id]
+        finals = np.concatenate([r.final_returns for r in group])
+        span = max(float(finals.max() - finals.min()), 1.0)
+        taus = np.linspace(finals.min() - 0.05 * span, finals.max() + 0.05 * span, 201)
+        profiles = stats.performance_profiles(
+            {r.method: r.final_returns for r in group}, taus, n_resamples=resamples
+        )
+        for r in group:
+            profile, low, high = profiles[r.method]
+            ax.plot(taus, profile, color=colors[r.method], label=f"{r.method} (n={len(r.seeds)})")
+            if len(r.seeds) > 1:
+                ax.fill_between(taus, low, high, color=colors[r.method], alpha=0.15)
+        ax.set_title(env_id)
+        ax.set_xlabel("final return threshold tau")
+        ax.set_ylabel("fraction of runs with final return > tau")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+    fig.suptitle("Performance profiles with 95% stratified-bootstrap bands (rliable)")
+    _save_png(fig, path)
+
+
+def plot_probability_of_improvement(differences: list[Difference], path: Path) -> None:
+    """P(X > Y) of the final returns with its 95% interval, one bar per comparison."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.2, max(3.0, 1.4 + 0.45 * len(differences))), layout="constrained")
+    ax = fig.subplots()
+    ys = np.arange(len(differences))[::-1]
+    for y, d in zip(ys, differences, strict=True):
+        p = d.improvement
+        xerr = None
+        if math.isfinite(p.low):
+            xerr = [[p.value - p.low], [p.high - p.value]]
+        color = "C2" if p.low > 0.5 else ("C3" if p.high < 0.5 else "C0")
+        ax.barh([y], [p.value], color=color, alpha=0.35, height=0.6)
+        ax.errorbar([p.value], [y], xerr=xerr, fmt="o", color=color, capsize=4, elinewidth=2)
+    labels = [f"{d.method} > {d.baseline} ({d.env_id}, n={d.n_method}/{d.n_baseline})"
+              for d in differences]  # fmt: skip
+    ax.set_yticks(ys, labels=labels, fontsize="small")
+    ax.axvline(0.5, color="black", linestyle="--", linewidth=1)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("P(X > Y): chance that a run of X ends above a run of Y (final return)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Probability of improvement with 95% stratified-bootstrap CI (rliable)")
+    _save_png(fig, path)
+
+
 # --------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------
@@ -673,17 +843,30 @@ def write_report(
     *,
     final_evals: int = 1,
     include_unfinished: bool = False,
+    resamples: int | None = None,
 ) -> ReportResult:
     """Aggregate the runs below ``runs_dir`` and write the figures and tables to ``out_dir``.
 
-    ``out_dir`` defaults to ``runs_dir/report``. Raises ``UserError`` when ``runs_dir`` is not
-    a folder or holds no usable run; individual bad runs are skipped, never fatal.
+    ``out_dir`` defaults to ``runs_dir/report``. ``resamples`` sets the bootstrap resamples of
+    every interval (default: ``stats.N_RESAMPLES``, curves and profiles
+    ``stats.CURVE_RESAMPLES``). Raises ``UserError`` when ``runs_dir`` is not a folder or
+    holds no usable run; individual bad runs are skipped, never fatal.
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"{runs_dir} is not a directory")
     if final_evals < 1:
         raise UserError(f"final_evals must be >= 1, got {final_evals}")
+    if resamples is not None and resamples < 100:
+        raise UserError(f"resamples must be >= 100 for a 95% interval, got {resamples}")
+    n_boot = resamples or stats.N_RESAMPLES
+    n_curve = resamples or stats.CURVE_RESAMPLES
+    protocol = None
+    if (runs_dir / PROTOCOL).is_file():
+        try:
+            protocol = (runs_dir / PROTOCOL).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read {runs_dir / PROTOCOL}: {_one_line(err)}") from None
     runs = load_runs(runs_dir, include_unfinished=include_unfinished)
     skipped = [run for run in runs if run.skip_reason is not None]
     groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
@@ -696,26 +879,35 @@ def write_report(
             why = f"; {len(skipped)} skipped, e.g. {skipped[0].path}: {skipped[0].skip_reason}"
         raise UserError(f"no usable runs below {runs_dir}{why}")
     keys = sorted(groups, key=lambda key: (key[0], method_sort_key(key[1])))
-    methods = [aggregate(groups[key], final_evals) for key in keys]
+    methods = [aggregate(groups[key], final_evals, n_boot) for key in keys]
     out_dir = Path(out_dir) if out_dir is not None else runs_dir / REPORT_DIR
     result = ReportResult(
         out_dir=out_dir,
         methods=methods,
-        differences=differences(methods),
+        differences=differences(methods, n_boot),
         skipped=skipped,
         notes=_notes({key: groups[key] for key in keys}, final_evals),
         table="",
+        resamples=n_boot,
+        curve_resamples=n_curve,
     )
-    result.table = render_markdown(result, runs_dir, final_evals)
+    result.table = render_markdown(result, runs_dir, final_evals, protocol)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.files = {
         "learning_curves": out_dir / LEARNING_CURVES,
         "final_returns": out_dir / FINAL_RETURNS,
+        "performance_profiles": out_dir / PERFORMANCE_PROFILES,
         "results_md": out_dir / RESULTS_MD,
         "results_csv": out_dir / RESULTS_CSV,
     }
-    plot_learning_curves(methods, result.files["learning_curves"])
+    plot_learning_curves(methods, result.files["learning_curves"], n_curve)
     plot_final_returns(methods, result.files["final_returns"], final_evals)
+    plot_performance_profiles(methods, result.files["performance_profiles"], n_curve)
+    if result.differences:
+        result.files["probability_of_improvement"] = out_dir / PROBABILITY_OF_IMPROVEMENT
+        plot_probability_of_improvement(
+            result.differences, result.files["probability_of_improvement"]
+        )
     layout.atomic_write_text(result.files["results_md"], result.table)
     layout.atomic_write_text(result.files["results_csv"], render_csv(result))
     return result
@@ -726,22 +918,30 @@ def report_command(
     out: Annotated[Path | None, option("DIR", "RUNS_DIR/report")] = None,
     final_evals: Annotated[int, option("K")] = 1,
     include_unfinished: bool = False,
+    resamples: Annotated[int | None, option("N", "10000; curves and profiles 2000")] = None,
 ) -> None:
     """Aggregate the runs below RUNS_DIR: learning curves, final returns, tables with CIs.
 
-    Writes learning_curves.png, final_returns.png, results.md and results.csv and prints the
-    table. Confidence intervals are 95% percentile bootstraps over seeds.
+    Writes learning_curves.png, final_returns.png, performance_profiles.png,
+    probability_of_improvement.png, results.md and results.csv and prints the table.
+    Intervals are 95% stratified percentile bootstraps over seeds (rliable). A protocol.md
+    in RUNS_DIR is put at the top of results.md.
 
     Args:
         runs_dir: Folder holding run directories (any depth), e.g. runs/compare.
         out: Where to write the report.
         final_evals: Final return = mean of each seed's last K evaluations (1: as the paper).
         include_unfinished: Count unfinished runs at their latest evaluation (a running grid).
+        resamples: Bootstrap resamples of every interval (fewer: faster, noisier bounds).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped runs are listed below, with their reason
         result = write_report(
-            runs_dir, out, final_evals=final_evals, include_unfinished=include_unfinished
+            runs_dir,
+            out,
+            final_evals=final_evals,
+            include_unfinished=include_unfinished,
+            resamples=resamples,
         )
     print(result.table)
     for run in result.skipped:
