@@ -160,13 +160,25 @@ def difference_ci(
     do with seed k of the other: different optimizers consume the random streams differently),
     so this is a two-sample bootstrap, not a paired one.
     """
-    a, b = _column(a), _column(b)
-    value = float(statistic(a) - statistic(b))
-    if a.shape[0] < 2 or b.shape[0] < 2:
-        return Estimate(value, np.nan, np.nan)
-    _, interval = _interval(
-        [a, b], lambda x, y: np.array([statistic(x) - statistic(y)]), n_resamples, confidence, seed
+    return _two_samples(
+        a, b, lambda x, y: float(statistic(x) - statistic(y)), n_resamples, confidence, seed
     )
+
+
+def _two_samples(
+    x: ArrayLike,
+    y: ArrayLike,
+    func: Callable[[np.ndarray, np.ndarray], float],
+    reps: int,
+    confidence: float,
+    seed: int,
+) -> Estimate:
+    """``func(x, y)`` with an interval from resampling x's and y's runs independently."""
+    x, y = _column(x), _column(y)
+    value = func(x, y)
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        return Estimate(value, np.nan, np.nan)
+    _, interval = _interval([x, y], lambda u, v: np.array([func(u, v)]), reps, confidence, seed)
     return Estimate(value, float(interval[0, 0]), float(interval[1, 0]))
 
 
@@ -181,18 +193,7 @@ def probability_of_improvement(
     """P(X > Y): the chance that a run of X ends above a run of Y (ties count half; the
     Mann-Whitney U statistic over n_x * n_y), with an interval from resampling each
     method's runs independently (rliable's ``probability_of_improvement``)."""
-    x, y = _column(x), _column(y)
-    value = improvement(x, y)
-    if x.shape[0] < 2 or y.shape[0] < 2:
-        return Estimate(value, np.nan, np.nan)
-    _, interval = _interval(
-        [x, y],
-        lambda u, v: np.array([improvement(u, v)]),
-        n_resamples,
-        confidence,
-        seed,
-    )
-    return Estimate(value, float(interval[0, 0]), float(interval[1, 0]))
+    return _two_samples(x, y, improvement, n_resamples, confidence, seed)
 
 
 def curve_band(

@@ -702,17 +702,30 @@ def _colors(methods: list[MethodResult]) -> dict[str, str]:
     return {name: f"C{i % 10}" for i, name in enumerate(names)}
 
 
+def _env_panels(
+    methods: list[MethodResult], height: float | None = None
+) -> tuple[Any, list[tuple[Any, str, list[MethodResult]]]]:
+    """A figure with one panel per env, and each panel's (axes, env, methods on it). Without
+    ``height``, tall enough for a row per method."""
+    from matplotlib.figure import Figure
+
+    envs = sorted({r.env_id for r in methods})
+    groups = [[r for r in methods if r.env_id == env_id] for env_id in envs]
+    if height is None:
+        height = 1.6 + 0.7 * max(len(group) for group in groups)
+    fig = Figure(figsize=(6.4 * len(envs), height), layout="constrained")
+    axes = fig.subplots(1, len(envs), squeeze=False)[0]
+    return fig, list(zip(axes, envs, groups, strict=True))
+
+
 def plot_learning_curves(
     methods: list[MethodResult], path: Path, resamples: int = stats.CURVE_RESAMPLES
 ) -> None:
     """IQM evaluation return vs env steps per method, 95% pointwise band; a panel per env."""
-    from matplotlib.figure import Figure
-
-    envs = sorted({r.env_id for r in methods})
     colors = _colors(methods)
-    fig = Figure(figsize=(6.4 * len(envs), 4.6), layout="constrained")
-    for ax, env_id in zip(fig.subplots(1, len(envs), squeeze=False)[0], envs, strict=True):
-        for r in (r for r in methods if r.env_id == env_id):
+    fig, panels = _env_panels(methods, 4.6)
+    for ax, env_id, group in panels:
+        for r in group:
             center, low, high = stats.curve_band(r.curves, n_resamples=resamples)
             marker = "o" if r.curve_steps.size <= 20 else None
             ax.plot(
@@ -743,14 +756,9 @@ def _save_png(fig: Any, path: Path) -> None:
 
 def plot_final_returns(methods: list[MethodResult], path: Path, final_evals: int = 1) -> None:
     """Per method: every seed's final return (dots) and the IQM with its 95% CI (bar)."""
-    from matplotlib.figure import Figure
-
-    envs = sorted({r.env_id for r in methods})
     colors = _colors(methods)
-    rows = max(sum(r.env_id == env_id for r in methods) for env_id in envs)
-    fig = Figure(figsize=(6.4 * len(envs), 1.6 + 0.7 * rows), layout="constrained")
-    for ax, env_id in zip(fig.subplots(1, len(envs), squeeze=False)[0], envs, strict=True):
-        group = [r for r in methods if r.env_id == env_id]
+    fig, panels = _env_panels(methods)
+    for ax, env_id, group in panels:
         ys = np.arange(len(group))[::-1]  # first method on top
         for y, r in zip(ys, group, strict=True):
             jitter = np.linspace(-0.18, 0.18, len(r.seeds)) if len(r.seeds) > 1 else [0.0]
@@ -778,13 +786,9 @@ def plot_performance_profiles(
     methods: list[MethodResult], path: Path, resamples: int = stats.CURVE_RESAMPLES
 ) -> None:
     """Fraction of each method's runs with a final return above tau, vs tau, 95% band."""
-    from matplotlib.figure import Figure
-
-    envs = sorted({r.env_id for r in methods})
     colors = _colors(methods)
-    fig = Figure(figsize=(6.4 * len(envs), 4.6), layout="constrained")
-    for ax, env_id in zip(fig.subplots(1, len(envs), squeeze=False)[0], envs, strict=True):
-        group = [r for r in methods if r.env_id == env_id]
+    fig, panels = _env_panels(methods, 4.6)
+    for ax, env_id, group in panels:
         finals = np.concatenate([r.final_returns for r in group])
         span = max(float(finals.max() - finals.min()), 1.0)
         taus = np.linspace(finals.min() - 0.05 * span, finals.max() + 0.05 * span, 201)
