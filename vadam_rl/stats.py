@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from rliable import library as rly
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
@@ -114,6 +113,8 @@ def _interval(
 ) -> tuple[np.ndarray, np.ndarray]:
     """rliable's point estimate and (2, ...) percentile interval of ``func`` on ``scores``
     (a list: several samples, each resampled independently)."""
+    from rliable import library as rly  # (its import takes seconds: only the report pays)
+
     _check(confidence)
     with _seeded(seed):
         points, intervals = rly.get_interval_estimates(
@@ -238,6 +239,8 @@ def performance_profiles(
     """For each method, the fraction of its runs whose final return is above each threshold
     (rliable's score distribution), with a pointwise band: ``{method: (profile, low, high)}``.
     """
+    from rliable import library as rly
+
     _check(confidence)
     taus = np.asarray(thresholds, dtype=float)
     out = {}
