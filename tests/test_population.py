@@ -20,7 +20,7 @@ from vadam_rl.agent.exploration import make_exploration
 from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.agent.stacking import StackedLinear, select_agent, stack_agents, stack_modules
 from vadam_rl.commands.cli import main
-from vadam_rl.commands.compare import Job, clear_unstarted_run, run_state
+from vadam_rl.commands.compare import Job, run_state
 from vadam_rl.commands.train import parse_seeds
 from vadam_rl.config import ConfigError, TrainConfig, apply_overrides, load_preset
 from vadam_rl.errors import NonFiniteError, UserError
@@ -318,7 +318,7 @@ def test_a_population_killed_while_saving_resumes_all_runs_from_one_step(tmp_pat
     ]
     assert [run_state(job) for job in jobs] == ["start", "start"]
     assert not (dirs[0] / "checkpoint.pending.pt").exists()
-    clear_unstarted_run(dirs[0])  # only what a run writes before its first checkpoint
+    layout.clear_unstarted_run(dirs[0])  # only what a run writes before its first checkpoint
 
 
 def test_a_save_shared_with_a_run_in_training_is_left_alone(tmp_path: Path):

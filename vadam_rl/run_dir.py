@@ -24,6 +24,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import shutil
 import stat
 import tempfile
 import time
@@ -240,5 +242,56 @@ def remove_temp_files(run_dir: Path) -> None:
     ``atomic_torch_save`` (a checkpoint's can be as large as its replay buffer)."""
     for folder in (Path(run_dir), Path(run_dir) / POLICIES):
         for path in folder.glob(".*.tmp"):
-            if path.is_file():
+            if path.is_file() and _is_temp_file(path.name):  # (never a user's own .x.tmp)
                 path.unlink(missing_ok=True)
+
+
+RUN_ARTEFACTS = (
+    CONFIG, EVALUATIONS, POLICIES, "events.out.tfevents.", ERROR_LOG, LOCK,
+)  # fmt: skip
+"""What a run writes before its first checkpoint (name prefixes)."""
+
+
+def is_unstarted(run_dir: Path) -> bool:
+    """A run directory stopped or killed before its first checkpoint: nothing to resume."""
+    return (
+        (run_dir / CONFIG).is_file()
+        and not (run_dir / CHECKPOINT).exists()
+        and not (run_dir / PENDING_CHECKPOINT).exists()
+        and not (run_dir / SUMMARY).exists()
+    )
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` that no run writes (our own temp files aside)."""
+    names = [p.name for p in run_dir.iterdir() if not p.name.startswith(RUN_ARTEFACTS)]
+    return sorted(name for name in names if not _is_temp_file(name))
+
+
+def clear_unstarted_run(run_dir: Path) -> None:
+    """Remove a run directory killed before its first checkpoint (nothing to resume from),
+    so that it starts again under its name.
+
+    Refuses (UserError) when another process trains it, or when the folder holds anything a
+    run does not write, so a wrong path never deletes someone's files.
+    """
+    if locked_elsewhere(run_dir):  # (a killed compare's run, still training)
+        raise UserError(f"{run_dir} is being trained by another process; stop it and rerun")
+    if foreign := foreign_files(run_dir):
+        raise UserError(
+            f"{run_dir} has no checkpoint to resume and holds files a run does not write "
+            f"({', '.join(foreign[:3])}); move it away and rerun"
+        )
+    shutil.rmtree(run_dir)
+
+
+_TEMP_FILE = re.compile(
+    r"\.(config\.yaml|evaluations\.csv|checkpoint(\.pending)?\.pt|model\.zip|summary\.json"
+    r"|error\.log|best\.pt|last\.pt|step_\d+\.pt)\.[a-z0-9_]+\.tmp"
+)
+
+
+def _is_temp_file(name: str) -> bool:
+    """A temp file that ``atomic_write_*`` (mkstemp's ``.NAME.XXXXXXXX.tmp``) left, killed
+    while writing one of a run's files."""
+    return _TEMP_FILE.fullmatch(name) is not None

@@ -25,7 +25,6 @@ Backends:
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -67,10 +66,6 @@ STOP_GRACE_S = 120.0
 TAIL_LINES = 15
 # Files a run writes before its first checkpoint (error.log: it crashed): a folder holding
 # only these may be cleared.
-RUN_ARTEFACTS = (
-    layout.CONFIG, layout.EVALUATIONS, layout.POLICIES, "events.out.tfevents.", layout.ERROR_LOG,
-    layout.LOCK,
-)  # fmt: skip
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -266,7 +261,7 @@ def train_argv(job: Job | PopulationJob) -> list[str] | None:
     if state == "resume":
         return ["train", "--resume", str(job.run_dir), *common]
     if job.run_dir.exists():
-        clear_unstarted_run(job.run_dir)
+        layout.clear_unstarted_run(job.run_dir)
     sets = [arg for override in job.overrides for arg in ("--set", override)]
     return [
         "train", "--agent", job.preset, "--env", job.env_id, "--seed", str(job.seed),
@@ -290,7 +285,7 @@ def population_argv(population: PopulationJob) -> list[str] | None:
         )
     for job in jobs:
         if job.run_dir.exists():
-            clear_unstarted_run(job.run_dir)
+            layout.clear_unstarted_run(job.run_dir)
     sets = [arg for override in first.overrides for arg in ("--set", override)]
     seeds = ",".join(str(job.seed) for job in jobs)
     prefix = layout.run_prefix(first.preset, first.env_id)  # train --seeds adds _sSEED
@@ -298,29 +293,6 @@ def population_argv(population: PopulationJob) -> list[str] | None:
         "train", "--agent", first.preset, "--env", first.env_id, "--seeds", seeds,
         "--log-dir", str(first.run_dir.parent), "--run-name", prefix, *common, *sets,
     ]  # fmt: skip
-
-
-def clear_unstarted_run(run_dir: Path) -> None:
-    """Remove a run directory killed before its first checkpoint (nothing to resume from).
-
-    Refuses (UserError) when the folder holds anything a run does not write, so a wrong
-    ``--runs-dir`` never deletes someone's files.
-    """
-    if layout.locked_elsewhere(run_dir):  # (a killed compare's run, still training)
-        raise UserError(f"{run_dir} is being trained by another process; stop it and rerun")
-    foreign = [p.name for p in run_dir.iterdir() if not p.name.startswith(RUN_ARTEFACTS)]
-    foreign = [name for name in foreign if not _is_temp_file(name)]
-    if foreign:
-        raise UserError(
-            f"{run_dir} has no checkpoint to resume and holds files a run does not write "
-            f"({', '.join(sorted(foreign)[:3])}); move it away and rerun"
-        )
-    shutil.rmtree(run_dir)
-
-
-def _is_temp_file(name: str) -> bool:
-    """A temp file of ``layout.atomic_write_*`` (``.NAME.XXXX.tmp``), left by a kill."""
-    return name.startswith(".") and name.endswith(".tmp")
 
 
 def child_env() -> dict[str, str]:

@@ -108,6 +108,8 @@ def run_train(args: TrainArgs) -> None:
         with_options(config, args, args.seed)
         run_dir = _new_run_dir(args.log_dir, args.run_name, config)
     make_env(config.env_id).close()  # a bad env fails here, before anything is announced
+    if args.resume is None:
+        _start_again([run_dir])
     print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
     announce_compile(config)
     use_threads(threads)
@@ -152,6 +154,8 @@ def run_population(args: TrainArgs, threads: int) -> None:
             configs.append(config)
             run_dirs.append(_new_run_dir(args.log_dir, name, config))
     make_env(configs[0].env_id).close()  # type: ignore[union-attr]
+    if args.resume is None:
+        _start_again(run_dirs)
     print(f"{len(run_dirs)} runs in one process:")
     for run_dir in run_dirs:
         print(f"  {run_dir}")
@@ -307,7 +311,10 @@ def _resume_config(
             print(f"{run_dir} already finished ({done} steps); nothing to do")
             return None
     if not (run_dir / layout.CHECKPOINT).is_file():
-        raise UserError(f"cannot resume: {run_dir} has no checkpoint yet")
+        raise UserError(
+            f"cannot resume: {run_dir} has no checkpoint yet (it stopped before its first); "
+            "start it again with the command that created it"
+        )
     return config
 
 
@@ -316,17 +323,41 @@ def _new_run_dir(log_dir: Path, run_name: str | None, config: TrainConfig) -> Pa
         if Path(run_name).name != run_name or run_name in ("", ".", ".."):
             raise UserError(f"--run-name {run_name!r} must be a plain folder name (no / or ..)")
         path = log_dir / run_name
-        if path.exists():
+        if path.exists() and not _restartable(path):
             raise UserError(
                 f"run directory {path} already exists; use --resume {path} or another --run-name"
             )
         return path
     base = layout.run_name(config.agent, config.env_id, config.seed)
     path, n = log_dir / base, 1
-    while path.exists():
+    while path.exists() and not _restartable(path, quietly=True):
         n += 1
         path = log_dir / f"{base}_{n}"
     return path
+
+
+def _restartable(path: Path, quietly: bool = False) -> bool:
+    """A run stopped before its first checkpoint starts again under its name: true for one
+    (``_start_again`` then clears it); with a name the user chose, a run that cannot be
+    cleared (another process trains it, or it holds someone's files) is an error."""
+    if not path.is_dir():
+        return False
+    population_saves.settle(path)  # (a first population save that a kill interrupted)
+    if not layout.is_unstarted(path):
+        return False
+    if quietly:
+        return not layout.locked_elsewhere(path) and not layout.foreign_files(path)
+    if layout.locked_elsewhere(path) or layout.foreign_files(path):
+        layout.clear_unstarted_run(path)  # (raises the UserError that says why not)
+    return True
+
+
+def _start_again(run_dirs: list[Path]) -> None:
+    """Clear the chosen run directories that a stop left before their first checkpoint."""
+    for run_dir in run_dirs:
+        if run_dir.exists():
+            print(f"note: {run_dir} stopped before its first checkpoint; starting it again")
+            layout.clear_unstarted_run(run_dir)
 
 
 PARENT_ENV = "VADAM_RL_PARENT_PID"

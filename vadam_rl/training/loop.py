@@ -6,10 +6,7 @@ it collects, updates on schedule, and logs, evaluates and checkpoints when their
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Protocol
 
 import torch
@@ -18,6 +15,7 @@ from tqdm import tqdm
 
 from vadam_rl.config import TrainConfig
 from vadam_rl.errors import Interrupted, NonFiniteError
+from vadam_rl.signals import StopRequest
 from vadam_rl.training.build import Progress
 
 
@@ -105,22 +103,6 @@ def crossed(before: int, after: int, every: int) -> bool:
     return every > 0 and after // every > before // every
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[dict[str, int]]:
-    """SIGINT/SIGTERM set a flag the loop checks after each step (checkpoint, then exit)."""
-    flag = {"signal": 0}
-
-    def handler(signum: int, _frame: object) -> None:
-        flag["signal"] = signum
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 class Collector(Protocol):
     at_episode_boundary: bool
 
@@ -145,7 +127,7 @@ class Learner(Protocol):
 
 def run_loop(
     learner: Learner,
-    stop: dict[str, int],
+    stop: StopRequest,
     progress_bar: bool,
     metrics: Metrics | None = None,
     description: str | None = None,
@@ -192,11 +174,11 @@ def run_loop(
             metrics.check_finite()
             learner.checkpoint(snapshot=True)
             pending_since = None
-        if stop["signal"]:
+        if stop.signal:
             metrics.check_finite()
             learner.checkpoint(snapshot=False)
             raise Interrupted(
-                f"stopped by signal {stop['signal']} at step {prog.step}; checkpoint written"
+                f"stopped by signal {stop.signal} at step {prog.step}; checkpoint written"
             )
     metrics.check_finite()
     bar.update(prog.step - bar.n)

@@ -41,13 +41,14 @@ from vadam_rl.fast import compiled
 from vadam_rl.fast.host_actor import acting_forward
 from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
+from vadam_rl.signals import finished_despite, stop_on_signals
 from vadam_rl.training import saves as population_saves
 from vadam_rl.training.buffer import PopulationBuffer
 from vadam_rl.training.build import Progress, Run, check_memory
 from vadam_rl.training.checkpoint import load_checkpoint, save_together
 from vadam_rl.training.collector import make_vector_env
 from vadam_rl.training.logger import RunLogger
-from vadam_rl.training.loop import Metrics, run_loop, stop_on_signals
+from vadam_rl.training.loop import Metrics, run_loop
 from vadam_rl.training.outputs import (
     final_evaluation,
     log_training,
@@ -316,7 +317,7 @@ def _train_population(
             learner = PopulationLearner(population, loggers)
             description = f"{len(population.views)} agents"
             run_loop(learner, stop, progress_bar, Metrics(labels), description)
-        return finish_population(population, loggers)
+            summaries = finish_population(population, loggers)
     except NonFiniteError as err:
         raise NonFiniteError(
             f"{err}; training stopped and the last good checkpoints are kept"
@@ -340,6 +341,8 @@ def _train_population(
         population.collector.envs.close()
         for view in population.views:
             view.eval_env.close()
+    finished_despite(stop)
+    return summaries
 
 
 class PopulationLearner:

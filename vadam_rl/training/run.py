@@ -20,6 +20,7 @@ from vadam_rl.config import ConfigError, TrainConfig, load_config_file, save_con
 from vadam_rl.device import resolve_device
 from vadam_rl.errors import Crashed, Interrupted, NonFiniteError
 from vadam_rl.fast import compiled
+from vadam_rl.signals import finished_despite, stop_on_signals
 from vadam_rl.training.build import Run, build_run
 from vadam_rl.training.checkpoint import (
     load_checkpoint,
@@ -27,7 +28,7 @@ from vadam_rl.training.checkpoint import (
     save_checkpoint,
 )
 from vadam_rl.training.logger import RunLogger
-from vadam_rl.training.loop import Metrics, run_loop, stop_on_signals
+from vadam_rl.training.loop import Metrics, run_loop
 from vadam_rl.training.outputs import (
     bar_returns,
     final_evaluation,
@@ -85,9 +86,9 @@ def _train(
     if not resume:
         logger.config(config)
     try:
-        with stop_on_signals() as stop:
+        with stop_on_signals() as stop:  # (a signal during the final writes waits for them)
             run_loop(SingleLearner(run, logger), stop, progress_bar)
-        return finish(run, logger)
+            summary = finish(run, logger)
     except NonFiniteError as err:
         raise NonFiniteError(
             f"{err}; training stopped and the last good checkpoint in {run_dir} is kept"
@@ -107,6 +108,8 @@ def _train(
         logger.close()
         run.collector.envs.close()
         run.eval_env.close()
+    finished_despite(stop)
+    return summary
 
 
 def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:

@@ -1,0 +1,114 @@
+"""Faults at chosen moments, against the real CLI in subprocesses: signals before and while
+training, a second signal while the first is being honoured, runs stopped before their first
+checkpoint, and files in a run directory that are not ours."""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, popen_cli, run_cli, wait_for
+
+from vadam_rl import run_dir as layout
+from vadam_rl.config import load_preset, save_config
+
+
+def pendulum_args(log_dir: Path, name: str, steps: int = 4000) -> list[str]:
+    return [
+        "train", "--agent", "ddpg-vadam", "--env", "Pendulum-v1", "--total-steps", str(steps),
+        "--log-dir", str(log_dir), "--run-name", name, "--no-progress", *TINY,
+        "--set", "learning_starts=500", "--set", "eval_every=500", "--set", "checkpoint_every=500",
+    ]  # fmt: skip
+
+
+def one_line_without_traceback(output: str) -> str:
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("vadam-rl:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_is_one_line_and_the_same_command_starts_again(
+    tmp_path: Path, signum: int
+):
+    log = tmp_path / "run.log"
+    process = popen_cli(*pendulum_args(tmp_path, "early"), log=log)
+    wait_for(log, "run directory:")  # (parsed, checked, the env built: the run dir comes next)
+    process.send_signal(signum)
+    assert process.wait(timeout=120) == 130
+    line = one_line_without_traceback(log.read_text())
+    if "checkpoint written" in line:  # (a fast machine: the loop had begun)
+        rerun = run_cli("train", "--resume", str(tmp_path / "early"), "--no-progress")
+    else:
+        assert "before training started" in line
+        rerun = run_cli(*pendulum_args(tmp_path, "early", steps=1000))
+    assert rerun.returncode == 0, rerun.stderr
+    assert layout.is_finished(tmp_path / "early")
+
+
+def test_a_second_signal_while_the_first_is_honoured_still_ends_in_one_line(tmp_path: Path):
+    # Ctrl-C on a grid: the run gets SIGINT from the terminal, then SIGTERM from compare.
+    log = tmp_path / "run.log"
+    process = popen_cli(*pendulum_args(tmp_path, "twice", steps=100_000), log=log)
+    wait_for(log, "step     1,000")
+    process.send_signal(signal.SIGINT)
+    for _ in range(20):
+        process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 130
+    assert "checkpoint written" in one_line_without_traceback(log.read_text())
+
+
+def unstarted_run(run_dir: Path) -> None:
+    """What a run killed before its first checkpoint leaves: config.yaml, TensorBoard's file,
+    a temp file of the checkpoint being written."""
+    run_dir.mkdir(parents=True)
+    save_config(load_preset("ddpg-vadam", "Pendulum-v1"), run_dir / layout.CONFIG)
+    (run_dir / "events.out.tfevents.1.host.1.0").write_bytes(b"")
+    (run_dir / ".checkpoint.pt.abcd1234.tmp").write_bytes(b"half a checkpoint")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_under_its_name(
+    tmp_path: Path,
+):
+    unstarted_run(tmp_path / "cut")
+    resumed = run_cli("train", "--resume", str(tmp_path / "cut"))
+    assert resumed.returncode == 2 and "command that created it" in resumed.stderr
+    result = run_cli(*pendulum_args(tmp_path, "cut", steps=600))
+    assert result.returncode == 0, result.stderr
+    assert "starting it again" in result.stdout and layout.is_finished(tmp_path / "cut")
+    assert not list((tmp_path / "cut").glob(".*.tmp"))
+
+
+def test_a_folder_holding_someone_elses_files_is_never_cleared(tmp_path: Path):
+    unstarted_run(tmp_path / "cut")
+    notes = tmp_path / "cut" / "notes.txt"
+    notes.write_text("mine")
+    result = run_cli(*pendulum_args(tmp_path, "cut", steps=600))
+    assert result.returncode == 2 and "notes.txt" in one_line_without_traceback(result.stderr)
+    assert notes.read_text() == "mine"
+
+
+def test_a_resume_removes_our_temp_files_and_nothing_else(tmp_path: Path):
+    run_cli(*pendulum_args(tmp_path, "run", steps=600), check=True)
+    run = tmp_path / "run"
+    ours = run / layout.POLICIES / ".step_600.pt.x1y2z3ab.tmp"
+    mine = run / ".my-notes.tmp"
+    ours.write_bytes(b"a write that a kill cut short")
+    mine.write_text("mine")
+    result = run_cli("train", "--resume", str(run), "--total-steps", "800", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert not ours.exists() and mine.read_text() == "mine"
+
+
+def test_starting_the_cli_imports_no_heavy_library():
+    # rliable (through arch and scipy) alone took 5-8 s to import: every run, and every run
+    # of a grid, paid it before training; Ctrl-C during those imports was a traceback.
+    code = (
+        "import sys, vadam_rl.commands.cli\n"
+        "heavy = ('torch', 'rliable', 'matplotlib', 'stable_baselines3', 'ray', 'scipy')\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
