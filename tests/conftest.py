@@ -81,3 +81,15 @@ def tensors(tree: object, prefix: str = "") -> dict[str, torch.Tensor]:
             out.update(tensors(value, f"{prefix}/{key}"))
         return out
     return {prefix: tree} if isinstance(tree, torch.Tensor) else {}
+
+
+def pendulum_args(
+    log_dir: Path, name: str, steps: int = 4000, checkpoint_every: int = 1000
+) -> list[str]:
+    """``train`` arguments for a tiny ddpg-vadam run on Pendulum."""
+    return [
+        "train", "--agent", "ddpg-vadam", "--env", "Pendulum-v1", "--total-steps", str(steps),
+        "--log-dir", str(log_dir), "--run-name", name, "--no-progress", *TINY,
+        "--set", "learning_starts=500", "--set", "eval_every=500",
+        "--set", f"checkpoint_every={checkpoint_every}",
+    ]  # fmt: skip

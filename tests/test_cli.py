@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, popen_cli, run_cli, wait_for
+from conftest import TINY, pendulum_args, popen_cli, run_cli, wait_for
 from sb3_helpers import assert_sb3_matches
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -80,14 +80,6 @@ def test_import_sb3_starts_a_run_from_the_zips_policy(tmp_path: Path):
         abs(exported.predict(obs, deterministic=True)[0] - original.predict(obs, True)[0]).max()
         <= 1e-6
     )
-
-
-def pendulum_args(log_dir: Path, name: str, steps: int = 4000) -> list[str]:
-    return [
-        "train", "--agent", "ddpg-vadam", "--env", "Pendulum-v1", "--total-steps", str(steps),
-        "--log-dir", str(log_dir), "--run-name", name, "--no-progress", *TINY,
-        "--set", "learning_starts=500", "--set", "eval_every=500", "--set", "checkpoint_every=1000",
-    ]  # fmt: skip
 
 
 def final_weights(run: Path, step: int) -> dict:

@@ -8,18 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, popen_cli, run_cli, wait_for
+from conftest import pendulum_args, popen_cli, run_cli, wait_for
 
 from vadam_rl import run_dir as layout
 from vadam_rl.config import load_preset, save_config
-
-
-def pendulum_args(log_dir: Path, name: str, steps: int = 4000) -> list[str]:
-    return [
-        "train", "--agent", "ddpg-vadam", "--env", "Pendulum-v1", "--total-steps", str(steps),
-        "--log-dir", str(log_dir), "--run-name", name, "--no-progress", *TINY,
-        "--set", "learning_starts=500", "--set", "eval_every=500", "--set", "checkpoint_every=500",
-    ]  # fmt: skip
 
 
 def one_line_without_traceback(output: str) -> str:
