@@ -104,3 +104,31 @@ def test_starting_the_cli_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+DEEP = "[" * 3000 + "]" * 3000  # deeper than the YAML parser's recursion can go
+
+
+def test_yaml_nested_too_deeply_is_one_config_error_wherever_it_is_read(tmp_path: Path):
+    from vadam_rl.config import ConfigError, apply_overrides, load_config_file
+
+    config = load_preset("ddpg-vadam", "Pendulum-v1")
+    with pytest.raises(ConfigError, match="hidden_sizes"):
+        apply_overrides(config, [f"actor.hidden_sizes={DEEP}"])
+    deep = tmp_path / "config.yaml"
+    deep.write_text(f"actor: {DEEP}\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config_file(deep)
+
+
+def test_an_agent_preset_is_a_name_never_a_path(tmp_path: Path):
+    from vadam_rl.config import ConfigError, preset_dir
+
+    outside = tmp_path / "mine.yaml"
+    outside.write_text("description: not a shipped preset\n")
+    up = Path(*[".."] * len(preset_dir().parts))  # from presets/ up to /
+    relative = up / str(outside.with_suffix("")).lstrip("/")
+    assert (preset_dir() / f"{relative}.yaml").is_file()  # (the file a path would reach)
+    for name in (str(relative), str(outside.with_suffix(""))):
+        with pytest.raises(ConfigError, match="unknown agent preset"):
+            load_preset(name, "Pendulum-v1")

@@ -177,6 +177,15 @@ def preset_dir() -> Path:
     return Path(str(resources.files("vadam_rl.presets")))
 
 
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with input nested too deeply for the parser (its RecursionError,
+    about 3,000 traceback lines) raised as the bad YAML it is."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply to read") from None
+
+
 def list_presets() -> dict[str, str]:
     """Preset name -> its one-line description (the YAML's ``description`` key)."""
     out = {}
@@ -189,12 +198,15 @@ def list_presets() -> dict[str, str]:
 def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """The preset's raw mapping with its ``base`` presets merged in (base first)."""
     path = preset_dir() / f"{name}.yaml"
-    if not path.is_file():
+    if Path(name).name != name or not path.is_file():  # (a name, never a path out of presets/)
         known = ", ".join(sorted(list_presets()))
         raise ConfigError(f"unknown agent preset {name!r}; known presets: {known}")
     if name in seen:
         raise ConfigError(f"preset {name}: circular base chain {' -> '.join((*seen, name))}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"preset {name}: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"preset {name}: top level must be a mapping")
     raw.pop("description", None)
@@ -236,7 +248,7 @@ def load_preset(name: str, env_id: str | None = None) -> TrainConfig:
 def load_config_file(path: Path) -> TrainConfig:
     """Read a resolved config saved with a run."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = load_yaml(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read {path}: {type(err).__name__}: {err}") from None
     if not isinstance(raw, dict):
@@ -309,7 +321,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
         set_field(config, key.strip(), value)

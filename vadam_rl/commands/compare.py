@@ -47,6 +47,7 @@ from vadam_rl.config import (
     apply_overrides,
     flat_settings,
     load_preset,
+    load_yaml,
     settings_differences,
     to_dict,
 )
@@ -193,7 +194,7 @@ def _check_same_settings(job: Job, expected: dict[str, Any]) -> None:
     if run_state(job) == "start" or not path.is_file():
         return  # nothing to keep: a fresh start rewrites it
     try:
-        saved = yaml.safe_load(path.read_text())
+        saved = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"cannot read {path}: {err}") from None
     ignored = {"total_steps", "device"}  # may change between sessions: extend, move to a GPU
@@ -235,7 +236,7 @@ def _lockstep_key(job: Job) -> tuple:
     setting the resume does not override (``compile: auto`` resolves by run length and
     machine, so runs started at different lengths may differ in it)."""
     try:
-        saved = yaml.safe_load((job.run_dir / layout.CONFIG).read_text())
+        saved = load_yaml((job.run_dir / layout.CONFIG).read_text())
     except (OSError, yaml.YAMLError):
         saved = None  # the run reports it when it loads
     settings = flat_settings(saved) if isinstance(saved, dict) else {}

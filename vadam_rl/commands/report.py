@@ -61,7 +61,7 @@ import yaml
 from vadam_rl import run_dir as layout
 from vadam_rl import stats
 from vadam_rl.commands.options import option
-from vadam_rl.config import flat_settings
+from vadam_rl.config import flat_settings, load_yaml
 from vadam_rl.errors import UserError
 from vadam_rl.training.records import read_evaluations
 
@@ -261,7 +261,7 @@ def _read_run(run: RunRecord) -> None:
     if not config_path.is_file():
         raise _Unreadable(f"no {layout.CONFIG}")
     try:
-        config = yaml.safe_load(config_path.read_text())
+        config = load_yaml(config_path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise _Unreadable(f"{layout.CONFIG}: {_one_line(err)}") from None
     if not isinstance(config, dict):
