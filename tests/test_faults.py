@@ -132,3 +132,12 @@ def test_an_agent_preset_is_a_name_never_a_path(tmp_path: Path):
     for name in (str(relative), str(outside.with_suffix(""))):
         with pytest.raises(ConfigError, match="unknown agent preset"):
             load_preset(name, "Pendulum-v1")
+
+
+@pytest.mark.parametrize("env_id", [":Foo-v0", ".relative:Foo-v0", "math:"])
+def test_a_malformed_module_env_id_is_one_user_error(env_id: str):
+    from vadam_rl.envs import make_env
+    from vadam_rl.errors import UserError
+
+    with pytest.raises(UserError, match="module:EnvName"):
+        make_env(env_id)

@@ -20,6 +20,8 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     """
     module, colon, name = env_id.partition(":")
     if colon:
+        if not module or module.startswith(".") or not name:  # (import_module would raise)
+            raise UserError(f"environment {env_id!r}: expected module:EnvName-v0 (absolute module)")
         try:
             importlib.import_module(module)
         except ImportError as err:
