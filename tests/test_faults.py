@@ -141,3 +141,14 @@ def test_a_malformed_module_env_id_is_one_user_error(env_id: str):
 
     with pytest.raises(UserError, match="module:EnvName"):
         make_env(env_id)
+
+
+def test_a_loss_that_diverges_before_the_first_checkpoint_says_none_is_kept(tmp_path: Path):
+    result = run_cli(
+        *pendulum_args(tmp_path, "early", steps=5000, checkpoint_every=5000),
+        "--set", "learning_starts=200", "--set", "log_every=100", "--set", "critic.lr=1e30",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "no checkpoint had been written yet" in one_line_without_traceback(result.stderr)
+    rerun = run_cli(*pendulum_args(tmp_path, "early", steps=600))  # starts it again
+    assert rerun.returncode == 0, rerun.stderr

@@ -90,9 +90,12 @@ def _train(
             run_loop(SingleLearner(run, logger), stop, progress_bar)
             summary = finish(run, logger)
     except NonFiniteError as err:
-        raise NonFiniteError(
-            f"{err}; training stopped and the last good checkpoint in {run_dir} is kept"
-        ) from None
+        kept = (
+            f"the last good checkpoint in {run_dir} is kept"
+            if (run_dir / layout.CHECKPOINT).is_file()
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteError(f"{err}; training stopped and {kept}") from None
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: {resume_command([run_dir], config)}") from None
     except Exception as err:
