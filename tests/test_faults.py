@@ -152,3 +152,14 @@ def test_a_loss_that_diverges_before_the_first_checkpoint_says_none_is_kept(tmp_
     assert "no checkpoint had been written yet" in one_line_without_traceback(result.stderr)
     rerun = run_cli(*pendulum_args(tmp_path, "early", steps=600))  # starts it again
     assert rerun.returncode == 0, rerun.stderr
+
+
+def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    result = run_cli(*pendulum_args(a_file, "run", steps=600))
+    assert result.returncode == 2 and "a-file" in one_line_without_traceback(result.stderr)
+    run_cli(*pendulum_args(tmp_path, "run", steps=600), check=True)
+    (tmp_path / "taken.zip").mkdir()
+    result = run_cli("export", str(tmp_path / "run"), "-o", str(tmp_path / "taken.zip"))
+    assert result.returncode == 2 and "taken.zip" in one_line_without_traceback(result.stderr)

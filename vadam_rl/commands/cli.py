@@ -76,6 +76,13 @@ def _main(args: list[str]) -> None:
     except (UserError, ConfigError) as err:
         print(f"vadam-rl: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as err:
+        if err.filename is None:  # (not a path the user gave us, or their file system)
+            raise
+        # A path that cannot be written or read (--log-dir a file, -o a folder, a full
+        # disk outside training, which has its own message): one line, like bad input.
+        print(f"vadam-rl: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
     except (Crashed, Interrupted, NonFiniteError) as err:
         print(f"vadam-rl: {err}", file=sys.stderr)
         raise SystemExit(130 if isinstance(err, Interrupted) else 1) from None
