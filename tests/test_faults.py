@@ -163,3 +163,55 @@ def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path):
     (tmp_path / "taken.zip").mkdir()
     result = run_cli("export", str(tmp_path / "run"), "-o", str(tmp_path / "taken.zip"))
     assert result.returncode == 2 and "taken.zip" in one_line_without_traceback(result.stderr)
+
+
+def _without(key: str):
+    def mutate(state: dict) -> None:
+        del state[key]
+
+    return mutate
+
+
+def _progress_step(step: object):
+    def mutate(state: dict) -> None:
+        state["progress"]["step"] = step
+
+    return mutate
+
+
+def _generator_as_float(state: dict) -> None:
+    state["generator"] = state["generator"].float()
+
+
+DAMAGE = {
+    "no generator": (_without("generator"), "no entry 'generator'"),
+    "no progress": (_without("progress"), "no entry 'progress'"),
+    "a negative step": (_progress_step(-5), "out of range"),
+    "a step TensorBoard cannot write": (_progress_step(10**30), "out of range"),
+    "a step that is not a number": (_progress_step("abc"), "damaged"),
+    "a generator state of floats": (_generator_as_float, "damaged"),
+}
+
+
+def _files(run: Path) -> list[tuple[str, int]]:
+    """Each file and its modification time; the lock (opened to hold it) aside."""
+    return sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".lock")
+
+
+def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(tmp_path: Path):
+    import shutil
+
+    import torch
+
+    run_cli(*pendulum_args(tmp_path, "run", steps=600), check=True)
+    for name, (mutate, message) in DAMAGE.items():
+        run = tmp_path / name.replace(" ", "-")
+        shutil.copytree(tmp_path / "run", run)
+        state = torch.load(run / layout.CHECKPOINT, weights_only=True)
+        mutate(state)
+        torch.save(state, run / layout.CHECKPOINT)
+        before = _files(run)
+        result = run_cli("train", "--resume", str(run), "--total-steps", "800", "--no-progress")
+        assert result.returncode == 2, (name, result.stderr)
+        assert message in one_line_without_traceback(result.stderr), name
+        assert _files(run) == before, name

@@ -80,19 +80,32 @@ def load_checkpoint(run: Run) -> None:
         run.buffer.load_state_dict(state["buffer"])
         run.collector.exploration.load_state_dict(state["exploration"])
         run.collector.load_state_dict(state["collector"])
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise UserError(f"checkpoint {path} does not match the run's config.yaml: {err}") from None
-    run.generator.set_state(state["generator"].to("cpu"))
-    torch.set_rng_state(state["torch_rng"].to("cpu"))
-    saved = state["progress"]
-    run.progress.step = int(saved["step"])
-    run.progress.updates = int(saved["updates"])
-    run.progress.wall_time_s = float(saved["wall_time_s"])
-    run.progress.best_return = float(saved["best_return"])
+        run.generator.set_state(state["generator"].to("cpu"))
+        torch.set_rng_state(state["torch_rng"].to("cpu"))
+        progress = _checked_progress(state["progress"])
+    except KeyError as err:
+        raise UserError(f"checkpoint {path} has no entry {err}; it cannot be resumed") from None
+    except (RuntimeError, ValueError, TypeError, AttributeError) as err:
+        raise UserError(
+            f"checkpoint {path} does not match the run's config.yaml or is damaged: {err}"
+        ) from None
+    run.progress.step, run.progress.updates = progress["step"], progress["updates"]
+    run.progress.wall_time_s = progress["wall_time_s"]
+    run.progress.best_return = progress["best_return"]
     run.progress.evaluations = [
         row for row in read_evaluations(run.run_dir) if row["step"] <= run.progress.step
     ]
     layout.remove_temp_files(run.run_dir)  # only now: a refused resume changes nothing
+
+
+def _checked_progress(saved: dict) -> dict:
+    """The checkpoint's progress entry with types and ranges checked (a step below 0 would
+    retrain silently; one beyond 2**53 breaks TensorBoard's writer)."""
+    out = {"step": int(saved["step"]), "updates": int(saved["updates"])}
+    out |= {"wall_time_s": float(saved["wall_time_s"]), "best_return": float(saved["best_return"])}
+    if not 0 <= out["step"] < 2**53 or not 0 <= out["updates"] < 2**53:
+        raise ValueError(f"progress step {out['step']} / updates {out['updates']} out of range")
+    return out
 
 
 def load_initial_policy(agent: DDPG, policy: dict) -> None:
