@@ -81,6 +81,20 @@ def test_state_dict_round_trip():
     assert torch.equal(other.obs, buffer.obs) and torch.equal(other.terminated, buffer.terminated)
 
 
+def test_a_saved_buffer_holds_its_filled_part_not_its_capacity():
+    """torch.save writes a tensor view's whole storage: a checkpoint of a 1M-transition
+    buffer would carry all 1M slots (168 MB on HalfCheetah) from the first step."""
+    import io
+
+    buffer = filled(capacity=100_000, n=10)
+    saved = io.BytesIO()
+    torch.save(buffer.state_dict(), saved)
+    # 10 transitions x (2 + 1 + 1 + 2 floats + 1 bool); the rest is the zip's bookkeeping,
+    # which is a few KB whatever the capacity (the capacity alone would be 2.2 MB).
+    filled_bytes = 10 * (6 * 4 + 1)
+    assert saved.tell() < filled_bytes + 16_384
+
+
 def test_empty_buffer_refuses_to_sample():
     with pytest.raises(RuntimeError, match="empty"):
         ReplayBuffer(3, 1, 1).sample(1)

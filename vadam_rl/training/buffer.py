@@ -106,15 +106,12 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, Tensor | int]:
         """The stored transitions (only the filled part) and the write position."""
         filled = slice(0, self.size)
-        return {
-            "obs": self.obs[filled].cpu(),
-            "actions": self.actions[filled].cpu(),
-            "rewards": self.rewards[filled].cpu(),
-            "next_obs": self.next_obs[filled].cpu(),
-            "terminated": self.terminated[filled].cpu(),
-            "pos": self.pos,
-            "size": self.size,
+        # clone: on the CPU a slice is a view, and torch.save writes a view's whole storage
+        # (a 1M-transition buffer's capacity in every checkpoint, however little is filled).
+        state: dict[str, Tensor | int] = {
+            name: getattr(self, name)[filled].cpu().clone() for name in FIELDS
         }
+        return {**state, "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
         size = int(state["size"])
