@@ -2,6 +2,8 @@
 training, a second signal while the first is being honoured, runs stopped before their first
 checkpoint, and files in a run directory that are not ours."""
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -215,3 +217,152 @@ def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(tmp_path: Path):
         assert result.returncode == 2, (name, result.stderr)
         assert message in one_line_without_traceback(result.stderr), name
         assert _files(run) == before, name
+
+
+def test_a_damaged_checkpoint_in_a_population_is_one_line_and_changes_nothing(tmp_path: Path):
+    """A population resumes every agent through the single-run loader and its checks."""
+    import torch
+
+    args = pendulum_args(tmp_path, "unused", steps=600)
+    args = [a for a in args if a not in ("--run-name", "unused")]  # the seeds name the runs
+    run_cli(*args, "--seeds", "0-1", check=True)
+    runs = sorted(tmp_path.iterdir())
+    assert len(runs) == 2
+    state = torch.load(runs[1] / layout.CHECKPOINT, weights_only=True)
+    del state["generator"]
+    torch.save(state, runs[1] / layout.CHECKPOINT)
+    before = [_files(run) for run in runs]
+    result = run_cli("train", "--resume", *map(str, runs), "--total-steps", "800", "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert "no entry 'generator'" in one_line_without_traceback(result.stderr)
+    assert [_files(run) for run in runs] == before
+
+
+class _FullDisk:
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, file, room: int) -> None:
+        self.file, self.room = file, room
+
+    def write(self, data) -> int:
+        size = len(memoryview(data).cast("B"))
+        if size > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= size
+        return self.file.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def _assert_stopped_by_a_full_disk(stderr: str, run: Path, checkpoint: bytes) -> None:
+    line = one_line_without_traceback(stderr)
+    assert "the disk is full" in line and f"--resume {run}" in line, line
+    assert (run / layout.CHECKPOINT).read_bytes() == checkpoint  # the last one, intact
+    assert not [p for p in run.rglob("*") if layout._is_temp_file(p.name)]
+
+
+def test_a_full_disk_is_one_line_keeps_the_checkpoint_and_the_run_resumes(
+    tmp_path: Path, monkeypatch, capsys
+):
+    """Every write goes through the atomic writers; a disk that fills up during any of them
+    (here: the first after the resume starts) stops the run with one line."""
+    from vadam_rl.commands.cli import main
+
+    run_cli(*pendulum_args(tmp_path, "run", steps=600), check=True)
+    run = tmp_path / "run"
+    checkpoint = (run / layout.CHECKPOINT).read_bytes()
+    real = layout.open_for_writing
+    monkeypatch.setattr(layout, "open_for_writing", lambda fd: _FullDisk(real(fd), room=1000))
+    resume = ["train", "--resume", str(run), "--total-steps", "1000", "--no-progress"]
+    with pytest.raises(SystemExit) as exit_:
+        main(resume)
+    assert exit_.value.code == 1
+    _assert_stopped_by_a_full_disk(capsys.readouterr().err, run, checkpoint)
+    monkeypatch.undo()  # space is back
+    run_cli(*resume, check=True)
+    assert layout.checkpoint_step(run) == 1000
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 MiB tmpfs, where the machine lets us mount one (root in a container that allows
+    it); else the test is skipped and the fault-injecting writer above stands in."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Write a file until the disk refuses even one more block."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (1 << 20, 4096):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * chunk):
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_really_full_disk_is_one_line_and_the_run_resumes_once_space_is_back(small_disk):
+    run_cli(*pendulum_args(small_disk, "run", steps=600), check=True)
+    run = small_disk / "run"
+    checkpoint = (run / layout.CHECKPOINT).read_bytes()
+    filler = _fill(small_disk)
+    resume = ["train", "--resume", str(run), "--total-steps", "1000", "--no-progress"]
+    result = run_cli(*resume)
+    assert result.returncode == 1, result.stderr
+    _assert_stopped_by_a_full_disk(result.stderr, run, checkpoint)
+    filler.unlink()
+    run_cli(*resume, check=True)
+    assert layout.checkpoint_step(run) == 1000
+
+
+LONG = "[" * 3000 + "]" * 3000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--total-steps", "1.5"], "--total-steps expects an integer, got '1.5'"),
+        (["train", "--bogus", "3"], "Unrecognized options: --bogus"),
+        (["train", "--device", "tpu"], "invalid choice 'tpu'"),
+        (["compare", "--workers", "x"], "--workers expects an integer"),
+        (["compare", "--workers", "0"], "workers must be >= 1"),
+        (["train", "--total-steps", str(10**30)], "total_steps must be at most"),
+        (["compare", "--total-steps", str(10**30)], "total_steps must be in"),
+        (["train", "--set", "gradient_steps=1000000"], "gradient_steps must be at most"),
+        (["train", "--set", f"actor.hidden_sizes={LONG}"], "(6002 characters)"),
+        (
+            ["compare", "--backend", "ray", "--ray-address", "127.0.0.1:1"],
+            "cannot reach the Ray cluster at 127.0.0.1:1",
+        ),
+        (["compare", "--backend", "ray", "--ray-address", "head"], "must be auto, HOST:PORT"),
+    ],
+    ids=lambda value: " ".join(value)[:40] if isinstance(value, list) else None,
+)
+def test_bad_arguments_are_one_short_line_and_write_nothing(args, message, tmp_path: Path):
+    where = ["--runs-dir", str(tmp_path / "runs")] if args[0] == "compare" else []
+    where = where or ["--log-dir", str(tmp_path / "runs")]
+    result = run_cli(*args, *where, "--env", "Pendulum-v1")
+    assert result.returncode == 2, result.stderr
+    line = one_line_without_traceback(result.stderr)
+    assert message in line and len(line) < 300, line
+    assert not (tmp_path / "runs").exists()

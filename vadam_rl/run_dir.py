@@ -21,6 +21,7 @@ Policy files hold only tensors and plain values, loadable with ``torch.load(weig
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,8 +30,9 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vadam_rl.errors import UserError
 
@@ -188,38 +190,55 @@ def checkpoint_step(run_dir: Path) -> int | None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_file(Path(path)) as f:
+        f.write(data)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temp file + rename (no half-written checkpoints)."""
     import torch
 
-    path = Path(path)
+    with _atomic_file(Path(path)) as f:
+        torch.save(obj, f)
+
+
+def open_for_writing(fd: int) -> BinaryIO:
+    """The file object every atomic write goes through (tests wrap it to fill the disk)."""
+    return os.fdopen(fd, "wb")
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A temp file next to ``path``, renamed over it once written and synced; on any error
+    the temp file goes and ``path`` is untouched. A full disk is an ``OSError(ENOSPC)``
+    naming ``path``, however the writer reported it (torch.save says RuntimeError)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
+        with open_for_writing(fd) as f:
+            yield f
+            f.flush()
             os.fsync(f.fileno())
         _apply_umask(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = is_disk_full(err)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         raise
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or what it was raised from) is a full disk or an exhausted quota."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _apply_umask(path: str) -> None:

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from vadam_rl.config import TrainConfig, flatten, to_dict
+from vadam_rl.run_dir import is_disk_full
 
 
 class RunLogger:
@@ -42,4 +43,8 @@ class RunLogger:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        except Exception as err:  # the events not yet written are lost with a full disk,
+            if not is_disk_full(err):  # and saying so must not hide why the run stopped
+                raise

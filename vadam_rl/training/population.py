@@ -57,7 +57,7 @@ from vadam_rl.training.outputs import (
     write_final_outputs,
 )
 from vadam_rl.training.population_collector import PopulationCollector
-from vadam_rl.training.run import resume_command
+from vadam_rl.training.run import disk_full_message, resume_command
 
 # ------------------------------------------------------------------------------------------
 # Per-agent views: what the single-run functions read from a Run, for agent k
@@ -306,12 +306,14 @@ def _train_population(
         for config, run_dir in zip(configs, run_dirs, strict=True):
             save_config(config, run_dir / layout.CONFIG)
     purge = population.progress.step if resume else None
-    loggers = [RunLogger(run_dir, purge_step=purge) for run_dir in run_dirs]
-    if not resume:
-        for config, logger in zip(configs, loggers, strict=True):
-            logger.config(config)
     resume_hint = resume_command(run_dirs, configs[0])
+    loggers: list[RunLogger] = []
     try:
+        # (inside the try: opening the events files is the first write a full disk refuses)
+        loggers += [RunLogger(run_dir, purge_step=purge) for run_dir in run_dirs]
+        if not resume:
+            for config, logger in zip(configs, loggers, strict=True):
+                logger.config(config)
         with stop_on_signals() as stop:
             labels = [str(view.run_dir) for view in population.views]
             learner = PopulationLearner(population, loggers)
@@ -327,6 +329,8 @@ def _train_population(
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: {resume_hint}") from None
     except Exception as err:
+        if layout.is_disk_full(err):
+            raise Crashed(disk_full_message(err, run_dirs, configs[0])) from None
         trace = traceback.format_exc()
         for run_dir in run_dirs:
             layout.atomic_write_text(run_dir / layout.ERROR_LOG, trace)
@@ -380,10 +384,10 @@ class PopulationLearner:
 
     def checkpoint(self, snapshot: bool) -> None:
         self.population.sync_views()
-        save_together(self.population.views)
-        if snapshot:
+        if snapshot:  # before the checkpoints, as in a single run (SingleLearner.checkpoint)
             for view in self.population.views:
                 save_policy_snapshot(view)
+        save_together(self.population.views)
 
 
 def finish_population(population: Population, loggers: list[RunLogger]) -> list[dict]:

@@ -82,10 +82,12 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         locks.hold(run_dir)
         save_config(config, run_dir / layout.CONFIG)
-    logger = RunLogger(run_dir, purge_step=run.progress.step if resume else None)
-    if not resume:
-        logger.config(config)
+    logger: RunLogger | None = None
     try:
+        # (inside the try: opening the events file is the first write a full disk refuses)
+        logger = RunLogger(run_dir, purge_step=run.progress.step if resume else None)
+        if not resume:
+            logger.config(config)
         with stop_on_signals() as stop:  # (a signal during the final writes waits for them)
             run_loop(SingleLearner(run, logger), stop, progress_bar)
             summary = finish(run, logger)
@@ -99,6 +101,8 @@ def _train(
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: {resume_command([run_dir], config)}") from None
     except Exception as err:
+        if layout.is_disk_full(err):  # (no error.log: it would not fit either)
+            raise Crashed(disk_full_message(err, [run_dir], config)) from None
         # One readable line for the user; the traceback goes to a file for the bug report.
         log = run_dir / layout.ERROR_LOG
         layout.atomic_write_text(log, traceback.format_exc())
@@ -108,11 +112,25 @@ def _train(
             f"{resume_command([run_dir], config)}); the traceback is in {log}"
         ) from None
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
         run.collector.envs.close()
         run.eval_env.close()
     finished_despite(stop)
     return summary
+
+
+def disk_full_message(err: BaseException, run_dirs: Sequence[Path], config: TrainConfig) -> str:
+    """What stopped the run and how to go on: every atomic write left the old file intact."""
+    path = err.filename if isinstance(err, OSError) and err.filename else None
+    kept = all((Path(d) / layout.CHECKPOINT).is_file() for d in run_dirs)
+    then = (
+        f"the last checkpoint is kept: free some space, then continue with: "
+        f"{resume_command(run_dirs, config)}"
+        if kept
+        else "no checkpoint had been written yet: free some space and run the same command again"
+    )
+    return f"training stopped: the disk is full{f' (writing {path})' if path else ''}; {then}"
 
 
 def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
@@ -152,9 +170,12 @@ class SingleLearner:
         run_evaluation(self.run, self.logger, bar)
 
     def checkpoint(self, snapshot: bool) -> None:
-        save_checkpoint(self.run)
+        # The policy file first: killed between the two writes, the resume starts from the
+        # previous checkpoint and writes this step's policy again (the same weights, bit
+        # for bit); the other way round it would never be written.
         if snapshot:
             save_policy_snapshot(self.run)
+        save_checkpoint(self.run)
 
 
 def finish(run: Run, logger: RunLogger) -> dict:
