@@ -329,12 +329,28 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     return config
 
 
+# Far beyond any published run (the longest are ~1e9 steps): a larger number is a typo, and
+# would train for centuries instead of failing.
+MAX_TOTAL_STEPS = 10**10
+MAX_GRADIENT_STEPS = 10_000
+
+
 def validate(config: TrainConfig) -> None:
     """Range checks that types alone cannot express."""
     positive = ["total_steps", "buffer_size", "batch_size", "train_freq", "num_envs"]
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be > 0, got {getattr(config, name)}")
+    if config.total_steps > MAX_TOTAL_STEPS:  # (10**30 would train forever, not fail)
+        raise ConfigError(
+            f"total_steps must be at most {MAX_TOTAL_STEPS:.0e} (ten billion), got "
+            f"{config.total_steps}"
+        )
+    if config.gradient_steps > MAX_GRADIENT_STEPS:
+        raise ConfigError(
+            f"gradient_steps must be at most {MAX_GRADIENT_STEPS} per env step, got "
+            f"{config.gradient_steps}"
+        )
     non_negative = ["learning_starts", "gradient_steps", "eval_every", "checkpoint_every"]
     for name in non_negative:
         if getattr(config, name) < 0:

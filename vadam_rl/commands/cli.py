@@ -7,8 +7,12 @@ writes a checkpoint and exits with code 130.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import sys
+import threading
 from collections.abc import Callable
 
 from vadam_rl import signals
@@ -48,6 +52,7 @@ def agents_command() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    threading.excepthook = _quiet_when_disk_full
     with signals.for_process() as stop:
         try:
             _main(args)
@@ -60,6 +65,15 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(130) from None
 
 
+def _quiet_when_disk_full(hook_args: threading.ExceptHookArgs) -> None:
+    """A full disk seen by a writer thread (TensorBoard's) is told once, by the main thread
+    that trips over it next, not as a thread's traceback."""
+    from vadam_rl.run_dir import is_disk_full
+
+    if hook_args.exc_value is None or not is_disk_full(hook_args.exc_value):
+        threading.__excepthook__(hook_args)
+
+
 def _main(args: list[str]) -> None:
     import tyro
 
@@ -70,11 +84,11 @@ def _main(args: list[str]) -> None:
     if parent.isdigit() and args[:1] == ["train"]:  # a run that vadam-rl compare started
         stop_with_parent(int(parent))
     try:
-        parsed = tyro.extras.subcommand_cli_from_dict(commands(), prog="vadam-rl", args=args)
+        parsed = _parse(tyro, args)
         if isinstance(parsed, TrainArgs):
             run_train(parsed)
     except (UserError, ConfigError) as err:
-        print(f"vadam-rl: error: {err}", file=sys.stderr)
+        print(f"vadam-rl: error: {one_line(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as err:
         if err.filename is None:  # (not a path the user gave us, or their file system)
@@ -86,6 +100,62 @@ def _main(args: list[str]) -> None:
     except (Crashed, Interrupted, NonFiniteError) as err:
         print(f"vadam-rl: {err}", file=sys.stderr)
         raise SystemExit(130 if isinstance(err, Interrupted) else 1) from None
+
+
+def _parse(tyro, args: list[str]) -> object:
+    """tyro's parse, with its multi-line error box (``--total-steps 1.5``, an unknown option)
+    told as one line; help and everything after parsing print as they are."""
+    captured = io.StringIO()
+    subcommands = commands()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.extras.subcommand_cli_from_dict(subcommands, prog="vadam-rl", args=args)
+    except SystemExit as exit_:
+        text = captured.getvalue()
+        if exit_.code != 2 or not text.strip():
+            sys.stderr.write(text)
+            raise
+        command = args[0] if args[:1] and args[0] in subcommands else None
+        help_hint = f"see vadam-rl {command + ' ' if command else ''}--help"
+        print(f"vadam-rl: error: {parse_error_line(text)} ({help_hint})", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_LONG_WORD = re.compile(r"\S{121,}")
+
+
+def one_line(message: str) -> str:
+    """A message as one line, with any value longer than 120 characters cut (a 6,000-char
+    --set value is quoted by its start and length, not in full)."""
+
+    def cut(match: re.Match[str]) -> str:
+        word = match.group(0)
+        return f"{word[:60]}... ({len(word)} characters)"
+
+    return _LONG_WORD.sub(cut, " ".join(message.split()))
+
+
+_BORDER = re.compile(r"^[\s│╭╮╰╯─]+|[\s│╭╮╰╯─]+$")
+_TYPES = {"int": "an integer", "float": "a number", "bool": "True or False", "Path": "a path"}
+
+
+def parse_error_line(box: str) -> str:
+    """One line from tyro's error box: the message sections, without the help text."""
+    sections: list[list[str]] = [[]]
+    for raw in box.splitlines()[1:-1]:  # (the first line is the title, the last the border)
+        line = _BORDER.sub("", raw)
+        if line:
+            sections[-1].append(line)
+        elif "──" in raw:  # a rule between sections
+            sections.append([])
+    kept = [" ".join(s) for s in sections if s and not s[0].startswith(("For full", "Argument"))]
+    text = "; ".join(kept)
+    value = re.match(r"Error parsing (\S+): no type matching .* from \[(.*?)\]\.", text)
+    if value:  # tyro tries each type of the union and lists why each one failed
+        types = [t for t in re.findall(r"<class '(\w+)'>", text) if t != "NoneType"]
+        wanted = " or ".join(_TYPES.get(t, t) for t in types) or "another value"
+        return f"{value.group(1)} expects {wanted}, got {value.group(2)}"
+    return text
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ from vadam_rl import run_dir as layout
 from vadam_rl.commands.options import option
 from vadam_rl.commands.train import PARENT_ENV
 from vadam_rl.config import (
+    MAX_TOTAL_STEPS,
     apply_overrides,
     flat_settings,
     load_preset,
@@ -419,18 +421,25 @@ def run_ray(
     started and shut down at the end; with it, the grid goes to that cluster (``auto``: the
     one this node belongs to). A Ray already initialised by the caller is used as it is.
     """
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address)
     try:
         import ray
     except ImportError:
         raise UserError("--backend ray needs Ray: pip install 'vadam-rl[ray]'") from None
 
     started_here = not ray.is_initialized()
-    address = address or os.environ.get("RAY_ADDRESS")
     if started_here:
-        if address:
-            ray.init(address=address, include_dashboard=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False)
+        try:
+            if address:
+                ray.init(address=address, include_dashboard=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot start on {where}: {reason}") from None
     remote_execute = ray.remote(num_cpus=1, num_gpus=num_gpus)(execute)
     pending = {remote_execute.remote(job): job for job in jobs}
     outcomes: list[Outcome] = []
@@ -455,6 +464,26 @@ def run_ray(
         if started_here:
             ray.shutdown()
     return outcomes
+
+
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str) -> None:
+    """UserError unless something listens at a Ray address (``host:port`` or
+    ``ray://host:port``), so that a wrong address is one line within seconds: ``ray.init``
+    itself retries an unreachable one for minutes, printing a warning every few seconds."""
+    if address == "auto":
+        return  # (the local cluster's address file; ray.init says at once if there is none)
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address must be auto, HOST:PORT or ray://HOST:PORT, got {address}")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise UserError(
+            f"cannot reach the Ray cluster at {address}: {err.strerror or err or 'timed out'}"
+        ) from None
 
 
 def _print_outcome(outcome: Outcome, done: int, total: int) -> None:
@@ -524,8 +553,8 @@ def compare_command(
     seed_values = list(dict.fromkeys(seed_list)) if seed_list is not None else list(range(seeds))
     if not chosen or not seed_values:
         raise UserError("the grid is empty: give at least one preset and one seed")
-    if total_steps <= 0:
-        raise UserError(f"total_steps must be > 0, got {total_steps}")
+    if not 0 < total_steps <= MAX_TOTAL_STEPS:
+        raise UserError(f"total_steps must be in [1, {MAX_TOTAL_STEPS:.0e}], got {total_steps}")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UserError(f"workers must be >= 1, got {workers}")
