@@ -268,6 +268,12 @@ def write_bad_files(tmp_path):
     files["flipped"].write_bytes(data[:middle] + flipped + data[middle + 64 :])
     with zipfile.ZipFile(files["no-policy"], "w") as archive:
         archive.writestr("data", "{}")
+    files["huge"] = tmp_path / "huge.zip"  # 80 MiB of data that compress to ~80 KB
+    with zipfile.ZipFile(files["huge"], "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("policy.pth", b"")
+        with archive.open("data", "w") as member:
+            for _ in range(80):
+                member.write(b" " * (1 << 20))
     files["sac"] = tmp_path / "sac.zip"
     SAC("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [8]}, device="cpu").save(
         files["sac"]
@@ -282,6 +288,7 @@ def test_corrupt_missing_or_foreign_files_are_one_line_user_errors(tmp_path, wei
         **dict.fromkeys(("junk", "truncated", "tail-cut", "flipped", "no-policy"), not_sb3),
         "missing": "no such model file",
         "sac": "holds a SAC policy, not a DDPG/TD3 policy",
+        "huge": "its data is 80 MiB, more than a DDPG/TD3 model's can be",
     }
     for name, path in write_bad_files(tmp_path).items():
         for read in (load_sb3, import_sb3):

@@ -105,6 +105,7 @@ def read_sb3_zip(path: Path, weights_only: bool = False) -> Sb3Zip:
                 raise UserError(
                     f"{path} is not a Stable-Baselines3 model (no 'data' and 'policy.pth' inside)"
                 )
+            _check_sizes(archive, path)
             data = json.loads(archive.read("data").decode())
             policy_bytes = archive.read("policy.pth")
             version = None
@@ -157,6 +158,21 @@ def _check_td3_mlp_policy(contents: Sb3Zip, path: Path) -> None:
         extractor = str(kwargs.get("features_extractor_class", "FlattenExtractor"))
         if "FlattenExtractor" not in extractor:
             raise UserError(f"{path} uses features extractor {extractor}; only MlpPolicy reads")
+
+
+# What a DDPG/TD3 zip's members can hold (a [400, 300] policy.pth is ~2 MB, its data ~20 KB):
+# a member declared larger is refused unread, not decompressed into memory whole.
+MEMBER_LIMITS = {"data": 64 << 20, "policy.pth": 1 << 30, "_stable_baselines3_version": 1 << 10}
+
+
+def _check_sizes(archive: zipfile.ZipFile, path: Path) -> None:
+    for name, limit in MEMBER_LIMITS.items():
+        if name in archive.NameToInfo and archive.getinfo(name).file_size > limit:
+            size = archive.getinfo(name).file_size
+            raise UserError(
+                f"{path}: its {name} is {size / 2**20:,.0f} MiB, more than a DDPG/TD3 model's "
+                f"can be ({limit / 2**20:,.0f} MiB at most); not read"
+            )
 
 
 def _unpickle_spaces(data: dict[str, Any], path: Path) -> tuple[gym.spaces.Space, gym.spaces.Space]:
