@@ -203,3 +203,31 @@ def test_the_memory_estimate_counts_the_buffer_and_an_update_per_agent():
     assert needed["replay buffer"] == 2 * config.buffer_size * (17 + 17 + 6 + 1 + 1) * 4
     units = 400 + 300 + 400 + 300 + 17 + 6
     assert needed["an update"] == 2 * config.batch_size * units * 8 * 4
+
+
+def test_each_periodic_checkpoint_is_committed_after_its_policy_file(tmp_path: Path, monkeypatch):
+    """A run killed between the two writes must not lose policies/step_N.pt for good: with
+    the policy written first, a resume from the previous checkpoint writes it again."""
+    from vadam_rl import run_dir as layout
+
+    config = load_preset("ddpg-adam", "Pendulum-v1")
+    apply_overrides(
+        config,
+        ["total_steps=800", "actor.hidden_sizes=[8]", "critic.hidden_sizes=[8,8]",
+         "learning_starts=100", "checkpoint_every=200", "eval_every=0", "eval_episodes=1"],
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    missing: list[int] = []
+    real = layout.atomic_torch_save
+
+    def save(obj, path):
+        real(obj, path)
+        if Path(path).name == layout.CHECKPOINT:
+            step = obj["progress"]["step"]
+            if not layout.policy_path(run_dir, step).is_file():
+                missing.append(step)
+
+    monkeypatch.setattr(layout, "atomic_torch_save", save)
+    train(config, run_dir, progress_bar=False)
+    assert not missing  # (Pendulum's 200-step episodes: each checkpoint is a periodic one)
+    assert len(list((run_dir / layout.POLICIES).glob("step_*"))) == 4
