@@ -7,7 +7,8 @@ writes a checkpoint and exits with code 130.
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import inspect
 import io
 import os
 import re
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     with signals.for_process() as stop:
         try:
             _main(args)
+        except BrokenPipeError:  # (`vadam-rl agents | head`): the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(1) from None
         except KeyboardInterrupt:  # (signals.for_process: not yet training, or not a run)
             starting = args[:1] in (["train"], ["import-sb3"])
             where = " before training started; the same command starts it again"
@@ -104,21 +108,40 @@ def _main(args: list[str]) -> None:
 
 def _parse(tyro, args: list[str]) -> object:
     """tyro's parse, with its multi-line error box (``--total-steps 1.5``, an unknown option)
-    told as one line; help and everything after parsing print as they are."""
-    captured = io.StringIO()
-    subcommands = commands()
+    told as one line. Only the parse is captured: tyro then calls a function subcommand
+    (compare, eval, ...), whose own messages go straight to stderr."""
+    real, captured = sys.stderr, io.StringIO()
+
+    def running(command: Callable[..., object]) -> Callable[..., object]:
+        @functools.wraps(command)  # (tyro reads the signature and docstring through it)
+        def run(*positional: object, **options: object) -> object:
+            sys.stderr = real
+            return command(*positional, **options)
+
+        return run
+
+    subcommands = {
+        name: running(command) if inspect.isfunction(command) else command
+        for name, command in commands().items()
+    }
+    sys.stderr = captured
     try:
-        with contextlib.redirect_stderr(captured):
-            return tyro.extras.subcommand_cli_from_dict(subcommands, prog="vadam-rl", args=args)
+        return tyro.extras.subcommand_cli_from_dict(subcommands, prog="vadam-rl", args=args)
     except SystemExit as exit_:
+        parsing = sys.stderr is captured
+        sys.stderr = real
         text = captured.getvalue()
-        if exit_.code != 2 or not text.strip():
-            sys.stderr.write(text)
+        if not parsing or exit_.code != 2 or not text.strip():
+            real.write(text)
             raise
         command = args[0] if args[:1] and args[0] in subcommands else None
         help_hint = f"see vadam-rl {command + ' ' if command else ''}--help"
-        print(f"vadam-rl: error: {parse_error_line(text)} ({help_hint})", file=sys.stderr)
+        print(f"vadam-rl: error: {parse_error_line(text)} ({help_hint})", file=real)
         raise SystemExit(2) from None
+    finally:
+        if sys.stderr is captured:
+            real.write(captured.getvalue())
+        sys.stderr = real
 
 
 _LONG_WORD = re.compile(r"\S{121,}")
