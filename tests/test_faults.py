@@ -366,3 +366,14 @@ def test_bad_arguments_are_one_short_line_and_write_nothing(args, message, tmp_p
     line = one_line_without_traceback(result.stderr)
     assert message in line and len(line) < 300, line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_stop_before_config_yaml_was_written_still_counts_as_unstarted(tmp_path: Path):
+    """Stopped between creating the folder (and its lock) and writing config.yaml, a run
+    must start again under its name, not be "already exists" for good."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / layout.LOCK).write_text("123")
+    assert layout.is_unstarted(run)
+    (run / "notes.txt").write_text("mine")
+    assert not layout.is_unstarted(run)  # (and foreign_files keeps it from being cleared)

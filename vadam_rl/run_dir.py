@@ -273,8 +273,10 @@ RUN_ARTEFACTS = (
 
 def is_unstarted(run_dir: Path) -> bool:
     """A run directory stopped or killed before its first checkpoint: nothing to resume."""
+    # (a stop between creating the folder and writing config.yaml leaves only the lock)
+    only_lock = all(p.name == LOCK or _is_temp_file(p.name) for p in run_dir.iterdir())
     return (
-        (run_dir / CONFIG).is_file()
+        ((run_dir / CONFIG).is_file() or only_lock)
         and not (run_dir / CHECKPOINT).exists()
         and not (run_dir / PENDING_CHECKPOINT).exists()
         and not (run_dir / SUMMARY).exists()
