@@ -9,7 +9,6 @@ resumed alone with ``vadam-rl train --resume DIR``.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from vadam_rl.config import (
 )
 from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
-from vadam_rl.errors import Crashed, Interrupted, NonFiniteError, UserError
+from vadam_rl.errors import UserError
 from vadam_rl.fast import compiled
 from vadam_rl.fast.host_actor import acting_forward
 from vadam_rl.fast.select import speed_up
@@ -57,7 +56,7 @@ from vadam_rl.training.outputs import (
     write_final_outputs,
 )
 from vadam_rl.training.population_collector import PopulationCollector
-from vadam_rl.training.run import disk_full_message, resume_command
+from vadam_rl.training.run import told_in_one_line
 
 # ------------------------------------------------------------------------------------------
 # Per-agent views: what the single-run functions read from a Run, for agent k
@@ -306,7 +305,6 @@ def _train_population(
         for config, run_dir in zip(configs, run_dirs, strict=True):
             save_config(config, run_dir / layout.CONFIG)
     purge = population.progress.step if resume else None
-    resume_hint = resume_command(run_dirs, configs[0])
     loggers: list[RunLogger] = []
     try:
         # (inside the try: opening the events files is the first write a full disk refuses)
@@ -320,25 +318,8 @@ def _train_population(
             description = f"{len(population.views)} agents"
             run_loop(learner, stop, progress_bar, Metrics(labels), description)
             summaries = finish_population(population, loggers)
-    except NonFiniteError as err:
-        raise NonFiniteError(
-            f"{err}; training stopped and the last good checkpoints are kept"
-            + _continue_without(err.runs, run_dirs, configs[0]),
-            runs=err.runs,
-        ) from None
-    except Interrupted as err:
-        raise Interrupted(f"{err}; continue with: {resume_hint}") from None
     except Exception as err:
-        if layout.is_disk_full(err):
-            raise Crashed(disk_full_message(err, run_dirs, configs[0])) from None
-        trace = traceback.format_exc()
-        for run_dir in run_dirs:
-            layout.atomic_write_text(run_dir / layout.ERROR_LOG, trace)
-        raise Crashed(
-            f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
-            f"checkpoints are kept (continue with: {resume_hint}); the traceback is in "
-            f"{run_dirs[0] / layout.ERROR_LOG}"
-        ) from None
+        raise told_in_one_line(err, run_dirs, configs[0]) from None
     finally:
         for logger in loggers:
             logger.close()
@@ -397,14 +378,6 @@ def finish_population(population: Population, loggers: list[RunLogger]) -> list[
         final_evaluation(view, logger)
     save_together(population.views)
     return [write_final_outputs(view) for view in population.views]
-
-
-def _continue_without(failed: Sequence[str], run_dirs: Sequence[Path], config: TrainConfig) -> str:
-    """How the agents that stayed finite go on from their last checkpoints."""
-    others = [d for d in run_dirs if str(d) not in failed]
-    if not failed or not others:
-        return ""
-    return f"; the other runs continue with: {resume_command(others, config)}"
 
 
 def _logs_posterior(population: Population) -> bool:

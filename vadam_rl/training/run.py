@@ -91,26 +91,8 @@ def _train(
         with stop_on_signals() as stop:  # (a signal during the final writes waits for them)
             run_loop(SingleLearner(run, logger), stop, progress_bar)
             summary = finish(run, logger)
-    except NonFiniteError as err:
-        kept = (
-            f"the last good checkpoint in {run_dir} is kept"
-            if (run_dir / layout.CHECKPOINT).is_file()
-            else "no checkpoint had been written yet"
-        )
-        raise NonFiniteError(f"{err}; training stopped and {kept}") from None
-    except Interrupted as err:
-        raise Interrupted(f"{err}; continue with: {resume_command([run_dir], config)}") from None
     except Exception as err:
-        if layout.is_disk_full(err):  # (no error.log: it would not fit either)
-            raise Crashed(disk_full_message(err, [run_dir], config)) from None
-        # One readable line for the user; the traceback goes to a file for the bug report.
-        log = run_dir / layout.ERROR_LOG
-        layout.atomic_write_text(log, traceback.format_exc())
-        raise Crashed(
-            f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
-            f"checkpoint in {run_dir} is kept (continue with: "
-            f"{resume_command([run_dir], config)}); the traceback is in {log}"
-        ) from None
+        raise told_in_one_line(err, [run_dir], config) from None
     finally:
         if logger is not None:
             logger.close()
@@ -120,17 +102,47 @@ def _train(
     return summary
 
 
-def disk_full_message(err: BaseException, run_dirs: Sequence[Path], config: TrainConfig) -> str:
-    """What stopped the run and how to go on: every atomic write left the old file intact."""
-    path = err.filename if isinstance(err, OSError) and err.filename else None
-    kept = all((Path(d) / layout.CHECKPOINT).is_file() for d in run_dirs)
-    then = (
-        f"the last checkpoint is kept: free some space, then continue with: "
-        f"{resume_command(run_dirs, config)}"
-        if kept
-        else "no checkpoint had been written yet: free some space and run the same command again"
+def told_in_one_line(err: Exception, run_dirs: Sequence[Path], config: TrainConfig) -> Exception:
+    """What stopped the training of ``run_dirs``, as the one line the CLI prints: what is
+    kept and the command that continues. An unexpected error's traceback goes to each
+    run's error.log, for the bug report."""
+    many = len(run_dirs) > 1
+    resume = resume_command(run_dirs, config)
+    if not all((Path(d) / layout.CHECKPOINT).is_file() for d in run_dirs):
+        kept = "no checkpoint had been written yet"
+    else:
+        kept = (
+            "the last good checkpoints are kept"
+            if many
+            else (f"the last good checkpoint in {run_dirs[0]} is kept")
+        )
+    if isinstance(err, NonFiniteError):
+        others = [d for d in run_dirs if str(d) not in err.runs]
+        go_on = (
+            f"; the other runs continue with: {resume_command(others, config)}"
+            if err.runs and others
+            else ""
+        )
+        return NonFiniteError(f"{err}; training stopped and {kept}{go_on}", runs=err.runs)
+    if isinstance(err, Interrupted):
+        return Interrupted(f"{err}; continue with: {resume}")
+    if layout.is_disk_full(err):  # (no error.log: it would not fit either)
+        path = err.filename if isinstance(err, OSError) and err.filename else None
+        then = (
+            f"free some space, then continue with: {resume}"
+            if "no checkpoint" not in kept
+            else "free some space and run the same command again"
+        )
+        writing = f" (writing {path})" if path else ""
+        return Crashed(f"training stopped: the disk is full{writing}; {kept}: {then}")
+    trace = traceback.format_exc()
+    for run_dir in run_dirs:
+        layout.atomic_write_text(Path(run_dir) / layout.ERROR_LOG, trace)
+    return Crashed(
+        f"training stopped by an unexpected {type(err).__name__}: {err}. The last "
+        f"checkpoint{'s are' if many else ' in ' + str(run_dirs[0]) + ' is'} kept (continue "
+        f"with: {resume}); the traceback is in {Path(run_dirs[0]) / layout.ERROR_LOG}"
     )
-    return f"training stopped: the disk is full{f' (writing {path})' if path else ''}; {then}"
 
 
 def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
