@@ -56,3 +56,52 @@ def test_the_onnx_example_runs_on_an_exported_policy(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+TOUR = README.split("## A 5-minute tour")[1].split("\n## ")[0]
+# What makes each tour command tiny; the commands themselves are the README's, in order.
+TINY_TRAINING = (
+    "--total-steps 300 --no-progress --set learning_starts=100 --set eval_every=150 "
+    "--set eval_episodes=1 --set checkpoint_every=150 --set buffer_size=1000 "
+    "--set actor.hidden_sizes=[16] --set critic.hidden_sizes=[16,16]"
+)
+
+
+def tour_script() -> str:
+    """The tour's shell commands as one script, each made tiny (few steps, small networks)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", TOUR, flags=re.DOTALL):
+        for line in block.splitlines():
+            command = line.split("  #")[0].strip()
+            if not command:
+                continue
+            if "--backend ray" in command:
+                continue  # (it needs a Ray cluster at the address it names)
+            command = command.replace("runs/RUN", "runs/ddpg-vadam_HalfCheetah-v5_s0")
+            command = command.replace("sb3_model.zip", "hc.zip")  # (an SB3 zip made above)
+            command = re.sub(r"--total-steps \d+ ?", "", command)
+            if command.startswith("vadam-rl train --resume"):
+                command += " --total-steps 450 --no-progress"
+            elif command.startswith(("vadam-rl train", "vadam-rl import-sb3")):
+                command += " " + TINY_TRAINING
+            elif command.startswith("vadam-rl compare"):
+                tiny = TINY_TRAINING.replace("--total-steps 300 --no-progress ", "")
+                # (one default preset beside those the command adds: the others train
+                # through the same code, and each run is a process of its own)
+                command += " --presets ddpg-adam-plain --seeds 1 --total-steps 300 " + tiny
+            commands.append(command)
+    commands += re.findall(r"`(vadam-rl report [^`]+)`", TOUR)  # (told in the text)
+    return "set -euo pipefail\n" + "\n".join(f"echo '$ {c}'\n{c}" for c in commands) + "\n"
+
+
+def test_the_tour_pasted_in_order_into_a_fresh_shell_works(tmp_path: Path):
+    script = tour_script()
+    assert script.count("vadam-rl ") >= 14, script  # (the tour's commands were all found)
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "MUJOCO_GL": "egl"}
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    for made in ("hc.zip", "policy.onnx", "cheetah.mp4", "runs/compare/report/results.md"):
+        assert (tmp_path / made).is_file(), made
