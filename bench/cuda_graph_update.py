@@ -29,10 +29,10 @@ from run import BATCH_SIZE, Settings, fill_buffer, ours_config
 
 from vadam_rl.agent.batch import Batch
 from vadam_rl.agent.ddpg import DDPG
-from vadam_rl.agent.population import PopulationBuffer, PopulationDDPG
+from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
-from vadam_rl.training.buffer import ReplayBuffer
+from vadam_rl.training.buffer import AgentBuffer, ReplayBuffer
 
 OBS_DIM, ACT_DIM = 17, 6
 CAPACITY = 20_000
@@ -66,7 +66,7 @@ def filled_buffer(agents: int, device: torch.device) -> ReplayBuffer:
     if agents == 1:
         buffer = ReplayBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, generator=gens[0])
     else:
-        buffer = PopulationBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, AgentGenerators(gens))
+        buffer = AgentBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, AgentGenerators(gens))
     fill_buffer(buffer, CAPACITY, device, agents=0 if agents == 1 else agents)
     return buffer
 

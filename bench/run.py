@@ -255,7 +255,7 @@ def bench_ours(preset: str, settings: Settings) -> dict:
 def bench_population(preset: str, agents: int, settings: Settings) -> dict:
     """Per-agent and aggregate steps/s of ``train_population`` with seeds 0..agents-1."""
     from vadam_rl.config import apply_overrides
-    from vadam_rl.training.population import train_population
+    from vadam_rl.training.run import train_population
 
     configs = []
     for seed in range(agents):

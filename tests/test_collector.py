@@ -5,7 +5,8 @@ import torch
 
 from vadam_rl.agent.exploration import GaussianActionNoise, NoExploration
 from vadam_rl.agent.networks import Actor
-from vadam_rl.training.buffer import ReplayBuffer
+from vadam_rl.rng import AgentGenerators
+from vadam_rl.training.buffer import AgentBuffer
 from vadam_rl.training.collector import RolloutCollector, episode_seed, make_vector_env
 
 
@@ -34,42 +35,38 @@ gym.register("vadam-test/ReachTheWall-v0", entry_point=ReachTheWall, max_episode
 def collector_for(env_id: str, num_envs: int = 1, capacity: int = 1000) -> RolloutCollector:
     envs = make_vector_env(env_id, num_envs)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    buffer = ReplayBuffer(capacity, obs_dim, act_dim)
+    generators = AgentGenerators([torch.Generator().manual_seed(0)])  # one agent
+    buffer = AgentBuffer(capacity, obs_dim, act_dim, torch.device("cpu"), generators)
     exploration = NoExploration(Actor(obs_dim, act_dim, [8]))
     return RolloutCollector(
-        envs,
-        buffer,
-        exploration,
-        seed=0,
-        device=torch.device("cpu"),
-        generator=torch.Generator().manual_seed(0),
+        envs, buffer, exploration, seeds=[0], device=torch.device("cpu"), generators=generators
     )
 
 
 def test_time_limit_truncation_is_stored_as_not_terminated_with_the_true_last_state():
     collector = collector_for("Pendulum-v1")  # 200-step episodes, truncated, never terminated
     collector.collect(210)
-    buffer = collector.buffer
-    assert buffer.terminated[:210].sum() == 0
+    buffer = collector.buffer  # (agent 0's part of each field)
+    assert buffer.terminated[0, :210].sum() == 0
     # within an episode next_obs[t] == obs[t+1]; at the cut, next_obs is the last real state
-    torch.testing.assert_close(buffer.next_obs[:199], buffer.obs[1:200])
-    assert not torch.allclose(buffer.next_obs[199], buffer.obs[200])
-    assert list(collector.recent_lengths) == [200]
+    torch.testing.assert_close(buffer.next_obs[0, :199], buffer.obs[0, 1:200])
+    assert not torch.allclose(buffer.next_obs[0, 199], buffer.obs[0, 200])
+    assert list(collector.recent_lengths[0]) == [200]
 
 
 def test_true_termination_is_stored_as_terminated():
     collector = collector_for("vadam-test/ReachTheWall-v0")
     collector.collect(6)
-    assert collector.buffer.terminated[:6, 0].tolist() == [0, 0, 1, 0, 0, 1]
-    assert collector.buffer.next_obs[:3, 0].tolist() == [1.0, 2.0, 3.0]
-    assert collector.buffer.obs[3, 0].item() == 0.0  # a new episode started
-    assert list(collector.recent_returns) == [3.0, 3.0]
+    assert collector.buffer.terminated[0, :6, 0].tolist() == [0, 0, 1, 0, 0, 1]
+    assert collector.buffer.next_obs[0, :3, 0].tolist() == [1.0, 2.0, 3.0]
+    assert collector.buffer.obs[0, 3, 0].item() == 0.0  # a new episode started
+    assert list(collector.recent_returns[0]) == [3.0, 3.0]
 
 
 def test_random_phase_actions_are_uniform_in_the_squashed_box():
     collector = collector_for("Pendulum-v1")
     collector.collect(500, random_actions=True)
-    actions = collector.buffer.actions[:500]
+    actions = collector.buffer.actions[0, :500]
     assert actions.min() >= -1 and actions.max() <= 1 and actions.std() > 0.5
 
 
@@ -96,7 +93,8 @@ class Recording:
 def test_action_distance_is_the_mean_gap_between_behaviour_and_mean_actions():
     collector = collector_for("Pendulum-v1", num_envs=3)
     actor = collector.exploration.actor
-    noise = GaussianActionNoise(actor, sigma=0.3, generator=torch.Generator().manual_seed(1))
+    generators = AgentGenerators([torch.Generator().manual_seed(1)])
+    noise = GaussianActionNoise(actor, sigma=0.3, generator=generators)
     collector.exploration = recording = Recording(noise)
     collector.collect(20)
     gaps = [(s.behaviour.double() - s.mean.double()).norm(dim=-1) for s in recording.steps]
@@ -105,14 +103,15 @@ def test_action_distance_is_the_mean_gap_between_behaviour_and_mean_actions():
     assert collector.pop_action_distance().item() == pytest.approx(expected, rel=1e-5)
     assert collector.pop_action_distance() is None  # reset by the read
     # the stored actions are the behaviour's
-    stored = collector.buffer.actions[:60].reshape(20, 3, -1)
-    assert torch.equal(stored, torch.stack([s.behaviour for s in recording.steps]))
+    stored = collector.buffer.actions[0, :60].reshape(20, 3, -1)
+    behaviour = torch.stack([s.behaviour for s in recording.steps]).reshape(20, 3, -1)
+    assert torch.equal(stored, behaviour)
 
 
 def test_every_episode_starts_from_its_own_seed():
     collector = collector_for("Pendulum-v1", num_envs=2)
     collector.collect(1)
-    starts = collector.buffer.obs[:2].numpy()
+    starts = collector.buffer.obs[0, :2].numpy()
     for env_index in range(2):
         env = gym.make("Pendulum-v1")
         expected, _ = env.reset(seed=episode_seed(0, env_index, 0))

@@ -119,7 +119,6 @@ def relu_subclass() -> Actor:
         lambda: Doubled(5, 3, [8]),  # a subclass may compute something else
         relu_subclass,
         lambda: nn.Sequential(nn.Linear(5, 3), nn.Tanh()),  # not an Actor
-        lambda: stack_modules([Actor(5, 3, [8]), Actor(5, 3, [8])]),  # a population's
         lambda: Actor(5, 3, [8]).to(torch.bfloat16),  # numpy has no bfloat16
         *(lambda where=where: hooked(where) for where in HOOKS),
     ],
@@ -127,6 +126,20 @@ def relu_subclass() -> Actor:
 def test_what_it_cannot_compute_is_left_to_the_module(make):
     module = make()
     assert acting_forward(module) is module
+
+
+@pytest.mark.parametrize("agents", [1, 3])
+def test_a_stacked_actor_acts_in_numpy_as_each_of_its_agents_in_float64(agents: int):
+    torch.manual_seed(0)
+    actors = [Actor(5, 3, [8, 6]).double() for _ in range(agents)]
+    stacked = stack_modules(actors)  # (every run is stacked: a single run is one agent)
+    forward = acting_forward(stacked)
+    assert isinstance(forward, HostActor)
+    obs = torch.randn(agents, 4, 5, dtype=torch.float64)
+    got = host_act(stacked, forward, obs)
+    expected = torch.stack([reference(actor, obs[k]) for k, actor in enumerate(actors)])
+    # float64 sums of 8 products of O(1) terms: rounding far below 1e-12
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_global_forward_hooks_leave_acting_to_the_module():

@@ -27,9 +27,8 @@ from vadam_rl.errors import NonFiniteError, UserError
 from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
 from vadam_rl.training import saves as population_saves
-from vadam_rl.training.population import train_population
 from vadam_rl.training.records import read_evaluations
-from vadam_rl.training.run import train
+from vadam_rl.training.run import train, train_population
 
 SEEDS = [0, 1, 2]
 
@@ -176,15 +175,15 @@ def _same_counters(single: dict, pop: dict) -> bool:
     )
 
 
-def test_resumed_population_continues_exactly(tmp_path: Path):
+# (the adaptive kinds keep per-agent scalars in their state: each agent's noise scale)
+@pytest.mark.parametrize("preset", ["ddpg-vadam", "ddpg-param-noise", "ddpg-vadam-adaptive"])
+def test_resumed_population_continues_exactly(preset: str, tmp_path: Path):
     straight = [tmp_path / f"straight{s}" for s in SEEDS[:2]]
-    train_population(
-        [small_config("ddpg-vadam", s) for s in SEEDS[:2]], straight, progress_bar=False
-    )
+    train_population([small_config(preset, s) for s in SEEDS[:2]], straight, progress_bar=False)
     resumed = [tmp_path / f"resumed{s}" for s in SEEDS[:2]]
-    first = [small_config("ddpg-vadam", s, total_steps=800) for s in SEEDS[:2]]
+    first = [small_config(preset, s, total_steps=800) for s in SEEDS[:2]]
     train_population(first, resumed, progress_bar=False)
-    rest = [small_config("ddpg-vadam", s) for s in SEEDS[:2]]
+    rest = [small_config(preset, s) for s in SEEDS[:2]]
     train_population(rest, resumed, resume=True, progress_bar=False)
     for a, b in zip(straight, resumed, strict=True):
         left, right = tensors(checkpoint(a)["agent"]), tensors(checkpoint(b)["agent"])
@@ -381,19 +380,23 @@ def _before_final_outputs(run_dir: Path) -> None:
 
 
 def test_save_together_writes_no_checkpoint_unless_it_can_write_all(tmp_path: Path):
-    from vadam_rl.training.build import build_run
+    from vadam_rl.training.build import build_runs
     from vadam_rl.training.checkpoint import save_checkpoint, save_together
 
-    runs = [build_run(small_config("ddpg-adam", s), tmp_path / f"run{s}") for s in SEEDS[:2]]
-    runs[0].run_dir.mkdir()
-    save_checkpoint(runs[0])  # the last good checkpoint, at step 0
-    runs[1].run_dir.write_text("")  # a file where run 1's directory should be: its save fails
-    for run in runs:
-        run.progress.step = 400
-    with pytest.raises(OSError):
-        save_together(runs)
-    assert sorted(p.name for p in runs[0].run_dir.iterdir()) == ["checkpoint.pt"]
-    assert checkpoint(runs[0].run_dir)["progress"]["step"] == 0
+    configs = [small_config("ddpg-adam", s) for s in SEEDS[:2]]
+    runs = build_runs(configs, [tmp_path / f"run{s}" for s in SEEDS[:2]])
+    first, second = runs.runs
+    first.run_dir.mkdir()
+    save_checkpoint(runs, first)  # the last good checkpoint, at step 0
+    second.run_dir.write_text("")  # a file where run 1's directory should be: its save fails
+    runs.progress.step = 400
+    try:
+        with pytest.raises(OSError):
+            save_together(runs)
+    finally:
+        runs.close()
+    assert sorted(p.name for p in first.run_dir.iterdir()) == ["checkpoint.pt"]
+    assert checkpoint(first.run_dir)["progress"]["step"] == 0
 
 
 def test_a_non_finite_agent_stops_the_population_and_says_how_the_others_go_on(
@@ -434,15 +437,20 @@ def test_population_refuses_runs_that_differ_in_more_than_the_seed(tmp_path: Pat
         train_population(ivon, [tmp_path / "a", tmp_path / "b"], progress_bar=False)
 
 
-def test_population_buffer_state_is_per_agent_only():
+def test_each_agents_buffer_state_is_a_single_runs():
     from vadam_rl.rng import AgentGenerators
-    from vadam_rl.training.buffer import PopulationBuffer
+    from vadam_rl.training.buffer import AgentBuffer, ReplayBuffer
 
     generators = AgentGenerators([torch.Generator().manual_seed(k) for k in range(2)])
-    buffer = PopulationBuffer(8, 3, 1, torch.device("cpu"), generators)
-    with pytest.raises(TypeError, match="per agent"):
-        buffer.state_dict()
-    assert buffer.agent_state_dict(1)["size"] == 0
+    buffer = AgentBuffer(8, 3, 1, torch.device("cpu"), generators)
+    obs = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    buffer.add(obs, torch.zeros(2, 5, 1), torch.ones(2, 5), obs + 1, torch.zeros(2, 5))
+    single = ReplayBuffer(8, 3, 1)
+    single.add(obs[1], torch.zeros(5, 1), torch.ones(5), obs[1] + 1, torch.zeros(5))
+    state, expected = buffer.agent_state_dict(1), single.state_dict()
+    assert state.keys() == expected.keys()
+    for name in state:
+        assert torch.equal(torch.as_tensor(state[name]), torch.as_tensor(expected[name])), name
 
 
 def test_stacked_linear_is_k_linear_layers_in_float64():

@@ -1,4 +1,5 @@
-"""The README's code is real: its Python examples run, its SB3 example is the tested one."""
+"""The README's code is real (and the optimizer example in docs/optimizers.md): its Python
+examples run, its SB3 example is the tested one, its tour works."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from pathlib import Path
 import pytest
 from test_sb3_bridge import README_EXAMPLE
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+OPTIMIZERS_DOC = (ROOT / "docs" / "optimizers.md").read_text()
 
 
 def test_the_optimizer_example_runs_and_samples_a_posterior(tmp_path: Path):
-    [example] = [block for block in PYTHON_BLOCKS if "from vadam_rl.optim import" in block]
+    blocks = re.findall(r"```python\n(.*?)```", OPTIMIZERS_DOC, flags=re.DOTALL)
+    [example] = [block for block in blocks if "from vadam_rl.optim import" in block]
     check = (
         "\nassert len(sigma) == 4 and all((s > 0).all() for s in sigma)"
         "\nassert not torch.equal(draws[0], model(x))  # the draw differed from mu"

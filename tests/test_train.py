@@ -181,18 +181,17 @@ def test_evaluation_rows_read_back_as_written(tmp_path: Path):
 
 
 def test_the_progress_bar_labels_the_training_and_the_evaluation_return(tmp_path: Path):
-    from vadam_rl.training.build import build_run
+    from vadam_rl.training.build import build_runs
     from vadam_rl.training.outputs import bar_returns
 
-    run = build_run(load_preset("ddpg-adam", "Pendulum-v1"), tmp_path)
+    runs = build_runs([load_preset("ddpg-adam", "Pendulum-v1")], [tmp_path])
     try:
-        assert bar_returns(run) == {"train_return": "-", "eval_return": "-"}
-        run.collector.recent_returns.extend([-100.0, -50.0])  # the exploring policy's episodes
-        run.progress.evaluations.append({"step": 1000, "mean_return": 894.25})  # the mean's
-        assert bar_returns(run) == {"train_return": "-75.0", "eval_return": "894.2"}
+        assert bar_returns(runs) == {"train_return": "-", "eval_return": "-"}
+        runs.collector.recent_returns[0].extend([-100.0, -50.0])  # the exploring policy's
+        runs.runs[0].evaluations.append({"step": 1000, "mean_return": 894.25})  # the mean's
+        assert bar_returns(runs) == {"train_return": "-75.0", "eval_return": "894.2"}
     finally:
-        run.collector.envs.close()
-        run.eval_env.close()
+        runs.close()
 
 
 def test_the_memory_estimate_counts_the_buffer_and_an_update_per_agent():

@@ -48,6 +48,8 @@ def _per_agent(
             f"a population draw needs a leading agent dimension of {len(generators)}, "
             f"got shape {shape}"
         )
+    if len(generators) == 1:  # a single run: its own draw, no copy (the same values)
+        return draw(shape[1:], generators.generators[0]).unsqueeze(0)
     return torch.stack([draw(shape[1:], g) for g in generators.generators])
 
 

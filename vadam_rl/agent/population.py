@@ -1,4 +1,4 @@
-"""The population's learner: DDPG with an agent dimension."""
+"""DDPG with an agent dimension: the learner of every run (a single run is K = 1)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ STACKABLE_OPTIMIZERS = ("adam", "vadam", "vadagrad", "vprop", "adam-explore")
 
 
 def check_stackable(config: TrainConfig) -> None:
-    """ConfigError for settings a population cannot train like K single runs."""
+    """ConfigError for settings that K > 1 agents cannot train like K runs of their own."""
     for role, net in (("actor", config.actor), ("critic", config.critic)):
         if net.optimizer.name not in STACKABLE_OPTIMIZERS:
             raise ConfigError(
@@ -33,7 +33,8 @@ def check_stackable(config: TrainConfig) -> None:
 
 
 class PopulationDDPG(DDPG):
-    """K DDPG agents whose networks and optimizer states are stacked along dim 0.
+    """K DDPG agents whose networks and optimizer states are stacked along dim 0 (K = 1 for
+    a single run).
 
     Built from K single agents (``agents``, initialised with their own seeds), whose weights
     it copies; obs: (K, batch, obs_dim) -> actions (K, batch, act_dim). Losses are averaged
@@ -44,16 +45,19 @@ class PopulationDDPG(DDPG):
     def __init__(
         self, agents: Sequence[DDPG], config: TrainConfig, generators: AgentGenerators
     ) -> None:
-        check_stackable(config)
+        if len(agents) > 1:
+            check_stackable(config)
         self.num_agents = len(agents)
         actor = stack_modules([agent.actor for agent in agents])
         critic = stack_modules([agent.critic for agent in agents])
-        self._setup(actor, critic, config, generators)
+        # One agent draws from its own generator as it is: the same values as through
+        # AgentGenerators, and an optimizer with flattened state (IVON) draws as it expects.
+        self._setup(actor, critic, config, generators[0] if len(agents) == 1 else generators)
 
     @staticmethod
     def batch_mean(values: Tensor) -> Tensor:
         return values.mean(dim=(1, 2))
 
     def agent_state_dict(self, agent: int) -> dict:
-        """Agent ``agent``'s state in the single-run format (``DDPG.state_dict``)."""
+        """Agent ``agent``'s state in the run directory's format (``DDPG.state_dict``)."""
         return select_agent(self.state_dict(), agent)

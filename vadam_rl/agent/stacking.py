@@ -101,23 +101,34 @@ def select_agent(tree: Any, agent: int) -> Any:
     return tree
 
 
-def stack_agents(trees: Sequence[Any], where: str = "state") -> Any:
+def stack_agents(
+    trees: Sequence[Any], where: str = "state", per_agent_scalars: bool = False
+) -> Any:
     """The inverse of ``select_agent``: K single-agent states -> one stacked state.
 
-    Values that are shared in a population (step counters, hyperparameters) must agree.
+    Values that are shared in a population (step counters, hyperparameters) must agree. 0-d
+    tensors are shared too (an optimizer's step counter), unless ``per_agent_scalars``: an
+    exploration strategy's 0-d tensors are each agent's own (its noise scale, whether it
+    needs a new draw) and stack to (K,); its shared counters are Python numbers.
     """
     first = trees[0]
     if isinstance(first, dict):
         keys = list(first)
         if any(list(tree) != keys for tree in trees):
             raise ValueError(f"{where}: the agents' states have different entries")
-        return {key: stack_agents([t[key] for t in trees], f"{where}.{key}") for key in keys}
+        return {
+            key: stack_agents([t[key] for t in trees], f"{where}.{key}", per_agent_scalars)
+            for key in keys
+        }
     if isinstance(first, list | tuple):
         if any(len(tree) != len(first) for tree in trees):
             raise ValueError(f"{where}: the agents' states have different lengths")
-        items = [stack_agents([t[i] for t in trees], f"{where}[{i}]") for i in range(len(first))]
+        items = [
+            stack_agents([t[i] for t in trees], f"{where}[{i}]", per_agent_scalars)
+            for i in range(len(first))
+        ]
         return type(first)(items)
-    if isinstance(first, Tensor) and first.dim() > 0:
+    if isinstance(first, Tensor) and (first.dim() > 0 or per_agent_scalars):
         return torch.stack(list(trees))
     if isinstance(first, Tensor):
         if any(not torch.equal(tree, first) for tree in trees):

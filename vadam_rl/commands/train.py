@@ -131,7 +131,7 @@ def run_train(args: TrainArgs) -> None:
 
 def run_population(args: TrainArgs, threads: int) -> None:
     """``--seeds 0-4`` (or ``--resume`` of several run directories): one population."""
-    from vadam_rl.training.population import train_population
+    from vadam_rl.training.run import train_population
 
     if isinstance(args, ImportArgs):
         raise UserError("import-sb3 starts one run; --seeds is not supported there")

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from vadam_rl.agent.networks import Actor
+from vadam_rl.agent.stacking import StackedLinear
 from vadam_rl.fast.backprop import layers_of
 
 SINGLE_THREAD_WORK = 2**18
@@ -36,13 +37,16 @@ class HostActor:
     """``actor(obs)`` for a plain vadam-rl ``Actor`` on a CPU; build it with ``acting_forward``.
 
     obs: (batch, obs_dim) CPU tensor -> action: (batch, act_dim) CPU tensor sharing memory
-    with the numpy result. For acting only: with autograd on, or for an obs of another dtype
-    than the weights', or a batch too big (above), it calls the module.
+    with the numpy result; a stacked actor (``StackedLinear`` layers) takes (K, batch,
+    obs_dim), and numpy's matmul broadcasts over the agents. For acting only: with autograd
+    on, or for an obs of another dtype than the weights', or a batch too big (above), it
+    calls the module.
     """
 
     def __init__(self, actor: nn.Module, linears: tuple[nn.Module, ...]) -> None:
         self.actor = actor
         self.linears = linears
+        # (a stacked layer's weight holds all K agents': rows x its numel is the work)
         self.max_rows = SINGLE_THREAD_WORK // max(layer.weight.numel() for layer in linears)
         self.dtype = linears[0].weight.dtype
         self._addresses: list[int] = []
@@ -52,7 +56,7 @@ class HostActor:
         weights = self._views()
         if (
             weights is None  # a parameter has left the CPU since
-            or obs.shape[0] > self.max_rows
+            or obs.shape[-2] > self.max_rows
             or obs.dtype != self.dtype
             or torch.is_grad_enabled()
         ):
@@ -76,14 +80,18 @@ class HostActor:
             self._arrays = None
             if all(p.device.type == "cpu" and p.dtype == self.dtype for p in params):
                 self._arrays = [p.detach().numpy() for p in params]
-                self._arrays[::2] = [w.T for w in self._arrays[::2]]
+                self._arrays[::2] = [w.swapaxes(-1, -2) for w in self._arrays[::2]]
+                # a stacked bias (K, out) broadcasts over each agent's rows as (K, 1, out)
+                self._arrays[1::2] = [
+                    b[..., None, :] if b.ndim == 2 else b for b in self._arrays[1::2]
+                ]
         return self._arrays
 
 
 def acting_forward(actor: nn.Module) -> nn.Module | HostActor:
     """What acting calls for ``actor(obs)``: a ``HostActor`` where it computes the same (a
-    plain single float32 or float64 ``Actor`` on a CPU, no hooks anywhere), else the module
-    itself."""
+    plain float32 or float64 ``Actor``, single or stacked, on a CPU, no hooks anywhere), else
+    the module itself."""
     layers = layers_of(actor)
     params = list(actor.parameters())
     plain = layers is not None and all(
@@ -92,7 +100,7 @@ def acting_forward(actor: nn.Module) -> nn.Module | HostActor:
     )
     if not plain or _global_forward_hooks() or not params:
         return actor
-    if any(p.device.type != "cpu" or p.dtype not in _DTYPES or p.dim() > 2 for p in params):
+    if any(p.device.type != "cpu" or p.dtype not in _DTYPES or p.dim() > 3 for p in params):
         return actor
     return HostActor(actor, layers.linears)  # type: ignore[union-attr]
 
@@ -103,5 +111,5 @@ def _global_forward_hooks() -> bool:
     return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
 
 
-_PLAIN_MODULES = (Actor, nn.Sequential, nn.Linear, nn.ReLU, nn.Tanh)
+_PLAIN_MODULES = (Actor, nn.Sequential, nn.Linear, StackedLinear, nn.ReLU, nn.Tanh)
 _DTYPES = (torch.float32, torch.float64)

@@ -1,5 +1,5 @@
 """Replay buffers preallocated on the training device: ``add`` a batch, ``sample`` a minibatch
-(``PopulationBuffer``: K agents' buffers filled in lockstep)."""
+(``AgentBuffer``: K agents' buffers filled in lockstep)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class ReplayBuffer:
         leading: tuple[int, ...] = (),
     ) -> None:
         """``leading``: dimensions in front of the storage, e.g. (K,) for K agents filled in
-        lockstep (see ``population.agent.PopulationBuffer``)."""
+        lockstep (``AgentBuffer``)."""
         if capacity <= 0:
             raise ValueError(f"Invalid capacity: {capacity} (must be > 0)")
         self.capacity = capacity
@@ -138,17 +138,10 @@ def _with_last_dim(value: ArrayT, ndim: int) -> ArrayT:
     return value if value.ndim == ndim else value[..., None]
 
 
-# The single-run state_dict would slice or load along the agent dimension.
-PER_AGENT_STATE = (
-    "{} is saved and loaded per agent (agent_state_dict / load_agent_state_dict), each in "
-    "the single-run format"
-)
-
-
-class PopulationBuffer(ReplayBuffer):
-    """K replay buffers of one capacity in (K, capacity, dim) tensors, filled in lockstep
-    (``add`` takes (K, n, ...) tensors); agent k's minibatch indices come from generator k, as
-    in its single run."""
+class AgentBuffer(ReplayBuffer):
+    """K agents' replay buffers of one capacity in (K, capacity, dim) tensors, filled in
+    lockstep (``add`` takes (K, n, ...) tensors); agent k's minibatch indices come from
+    generator k, as in a run of its own. A single run is K = 1."""
 
     def __init__(
         self,
@@ -172,14 +165,8 @@ class PopulationBuffer(ReplayBuffer):
         )
         return self._gather((self.agent_index, index))
 
-    def state_dict(self) -> dict[str, Tensor | int]:
-        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
-
-    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
-        raise TypeError(PER_AGENT_STATE.format(type(self).__name__))
-
     def agent_state_dict(self, agent: int) -> dict[str, Tensor | int]:
-        """Agent ``agent``'s buffer in the single-run format (``ReplayBuffer.state_dict``)."""
+        """Agent ``agent``'s buffer in the run directory's format (``ReplayBuffer.state_dict``)."""
         filled = slice(0, self.size)
         state: dict[str, Tensor | int] = {
             name: getattr(self, name)[agent, filled].cpu().clone() for name in FIELDS

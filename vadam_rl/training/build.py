@@ -1,85 +1,153 @@
-"""Building a run: seed, then construct envs, agent, replay buffer, exploration and collector."""
+"""Building the runs: K seeds of one preset (K = 1 for a single run) as one set of envs, one
+agent with an agent dimension, one replay buffer, one exploration strategy and one collector,
+and an ordinary run directory per seed."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 
 from vadam_rl.agent.ddpg import DDPG
-from vadam_rl.agent.exploration import make_exploration
+from vadam_rl.agent.exploration import Exploration, make_exploration
+from vadam_rl.agent.networks import mean_state
+from vadam_rl.agent.population import PopulationDDPG
+from vadam_rl.agent.stacking import select_agent
 from vadam_rl.config import TrainConfig
 from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
 from vadam_rl.fast.host_actor import acting_forward
 from vadam_rl.fast.select import speed_up
-from vadam_rl.training.buffer import ReplayBuffer
+from vadam_rl.rng import AgentGenerators
+from vadam_rl.training.buffer import AgentBuffer
 from vadam_rl.training.collector import RolloutCollector, make_vector_env
 
 
 @dataclass
 class Progress:
-    """Counters that a checkpoint must carry besides the components' own state."""
+    """The counters the agents share, which a checkpoint carries besides the components'
+    own state."""
 
     step: int = 0
     updates: int = 0
     wall_time_s: float = 0.0
+
+
+@dataclass
+class Run:
+    """One seed's run directory and what is kept for it: its evaluation env and an actor to
+    evaluate (agent k's weights, copied in by ``Runs.load_actor``), its generator (in the
+    checkpoint) and its evaluations."""
+
+    config: TrainConfig
+    run_dir: Path
+    index: int
+    generator: torch.Generator
+    actor: nn.Module
+    eval_env: gym.Env
     best_return: float = -math.inf
     evaluations: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
-class Run:
-    """Everything one training run holds, built by ``build_run``."""
+class Runs:
+    """Everything K runs trained together hold, built by ``build_runs``."""
 
-    config: TrainConfig
-    run_dir: Path
+    runs: list[Run]
     device: torch.device
-    generator: torch.Generator
-    agent: DDPG
-    buffer: ReplayBuffer
+    agent: PopulationDDPG
+    buffer: AgentBuffer
+    exploration: Exploration
     collector: RolloutCollector
-    eval_env: gym.Env
-    progress: Progress
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.runs[0].config
+
+    @property
+    def single(self) -> bool:
+        return len(self.runs) == 1
+
+    def load_actor(self, run: Run) -> nn.Module:
+        """``run``'s actor with agent ``run.index``'s current weights."""
+        run.actor.load_state_dict(select_agent(self.agent.actor.state_dict(), run.index))
+        return run.actor
+
+    def policy_state(self, run: Run) -> dict:
+        """Agent ``run.index``'s mean policy, in the policy-file format (``DDPG.policy_state``)."""
+        return select_agent(self.agent.policy_state(), run.index)
+
+    def close(self) -> None:
+        self.collector.envs.close()
+        for run in self.runs:
+            run.eval_env.close()
 
 
-def build_run(config: TrainConfig, run_dir: Path) -> Run:
-    """Seed, then construct envs, agent, buffer, exploration and collector."""
+def build_runs(
+    configs: Sequence[TrainConfig], run_dirs: Sequence[Path], initial_policy: dict | None = None
+) -> Runs:
+    """Seed each agent exactly as a run of its own, then build envs, the stacked agent, buffer,
+    exploration and collector. ``initial_policy`` (a policy file's dict) replaces the freshly
+    initialised networks of every agent (then optimizers start fresh)."""
+    config = configs[0]
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)  # network initialisation
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)
-    envs = make_vector_env(config.env_id, config.num_envs, config.async_envs)
+    envs = make_vector_env(config.env_id, config.num_envs * len(configs), config.async_envs)
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
     try:
-        check_memory(config, obs_dim, act_dim, device)
+        check_memory(config, obs_dim, act_dim, device, agents=len(configs))
     except UserError:
         envs.close()
         raise
-    agent = DDPG(obs_dim, act_dim, config, device, generator=generator)
+    singles: list[DDPG] = []
+    generators: list[torch.Generator] = []
+    for agent_config in configs:
+        torch.manual_seed(agent_config.seed)  # network initialisation
+        generator = torch.Generator(device=device)
+        generator.manual_seed(agent_config.seed)
+        generators.append(generator)
+        single = DDPG(obs_dim, act_dim, agent_config, device, generator=generator)
+        if initial_policy is not None:
+            load_initial_policy(single, initial_policy)
+        singles.append(single)
+    streams = AgentGenerators(generators)
+    agent = PopulationDDPG(singles, config, streams)
+    buffer = AgentBuffer(config.buffer_size, obs_dim, act_dim, device, streams)
     speed_up(agent, config)
-    buffer = ReplayBuffer(config.buffer_size, obs_dim, act_dim, device, generator=generator)
     exploration = make_exploration(
-        config.exploration, agent.actor, agent.actor_optimizer, generator, acting_forward
+        config.exploration, agent.actor, agent.actor_optimizer, streams, acting_forward
     )
-    collector = RolloutCollector(envs, buffer, exploration, config.seed, device, generator)
-    return Run(
-        config,
-        run_dir,
-        device,
-        generator,
-        agent,
-        buffer,
-        collector,
-        make_env(config.env_id),
-        Progress(),
-    )
+    seeds = [c.seed for c in configs]
+    collector = RolloutCollector(envs, buffer, exploration, seeds, device, streams)
+    runs = [
+        Run(c, Path(d), k, generators[k], singles[k].actor, make_env(config.env_id))
+        for k, (c, d) in enumerate(zip(configs, run_dirs, strict=True))
+    ]
+    return Runs(runs, device, agent, buffer, exploration, collector)
+
+
+def load_initial_policy(agent: DDPG, policy: dict) -> None:
+    """Start from given weights; optimizer state (and so Vadam's posterior) starts fresh."""
+    try:
+        for name in ("actor", "critic", "actor_target", "critic_target"):
+            module = getattr(agent, name)
+            # A NoisyNet actor starts its noise scales at their init: the file holds means.
+            missing = set(module.state_dict()) - set(mean_state(module))
+            result = module.load_state_dict(policy[name], strict=not missing)
+            if set(result.missing_keys) - missing or result.unexpected_keys:
+                raise RuntimeError(
+                    f"{name}: missing {result.missing_keys}, unexpected {result.unexpected_keys}"
+                )
+    except (KeyError, RuntimeError) as err:
+        raise UserError(f"the initial policy does not fit the configured networks: {err}") from None
 
 
 def memory_needed(config: TrainConfig, obs_dim: int, act_dim: int, agents: int = 1) -> dict:

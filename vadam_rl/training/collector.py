@@ -1,4 +1,5 @@
-"""Rollout collector: steps a gymnasium vector env with the behaviour policy into the buffer.
+"""Rollout collector: steps a gymnasium vector env with the behaviour policies of K agents (one
+for a single run) into their buffer.
 
 Episodes are reset by the collector, not by gymnasium's autoreset, and episode k of env i
 always starts from ``reset(seed=episode_seed(seed, i, k))``. Each episode's start therefore
@@ -9,7 +10,7 @@ exactly like an uninterrupted one when the checkpoint falls between episodes.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +23,8 @@ from vadam_rl import rng
 from vadam_rl.agent.exploration import Exploration, ExplorationStep
 from vadam_rl.agent.networks import ActionScaler
 from vadam_rl.envs import make_env
-from vadam_rl.training.buffer import ReplayBuffer
+from vadam_rl.rng import AgentGenerators
+from vadam_rl.training.buffer import AgentBuffer
 
 
 def make_vector_env(env_id: str, num_envs: int, asynchronous: bool = False) -> VectorEnv:
@@ -101,29 +103,36 @@ def episode_seed(seed: int, env_index: int, episode: int) -> int:
 
 
 class RolloutCollector:
-    """Collects transitions from ``envs`` into ``buffer``.
+    """Collects K agents' transitions from ``envs`` (K x n envs) into ``buffer``.
 
-    During the first ``learning_starts`` steps actions are uniform in [-1, 1] (drawn from
-    ``generator``); afterwards they come from ``exploration``. Per-env episode returns and
-    lengths are tracked on the host, where the rewards arrive.
+    Env j = k*n + i is agent k's env i; its episodes start from
+    ``reset(seed=episode_seed(seed_k, i, episode))``, so agent k's episodes do not depend on
+    the other agents (a single run is K = 1). During the first ``learning_starts`` steps
+    actions are uniform in [-1, 1], agent k's drawn from its own generator; afterwards they
+    come from ``exploration``, one batched act for all agents. Episode returns and lengths
+    are tracked per agent on the host, where the rewards arrive.
     """
 
     def __init__(
         self,
         envs: VectorEnv,
-        buffer: ReplayBuffer,
+        buffer: AgentBuffer,
         exploration: Exploration,
-        seed: int,
+        seeds: Sequence[int],
         device: torch.device,
-        generator: torch.Generator,
+        generators: AgentGenerators,
     ) -> None:
+        if not seeds or envs.num_envs % len(seeds):
+            raise ValueError(f"{envs.num_envs} envs cannot be split among {len(seeds)} agents")
         self.envs = envs
         self.buffer = buffer
         self.exploration = exploration
-        self.seed = seed
+        self.seeds = list(seeds)
         self.device = device
-        self.generator = generator
+        self.generators = generators
         self.num_envs = envs.num_envs
+        self.num_agents = len(seeds)
+        self.envs_per_agent = envs.num_envs // self.num_agents
         space = envs.single_action_space
         assert isinstance(space, gym.spaces.Box)
         self.scaler = ActionScaler(space.low, space.high)
@@ -131,9 +140,9 @@ class RolloutCollector:
         self.episodes_started = np.zeros(self.num_envs, dtype=np.int64)
         self.episode_return = np.zeros(self.num_envs)
         self.episode_length = np.zeros(self.num_envs, dtype=np.int64)
-        self.recent_returns: deque[float] = deque(maxlen=100)
-        self.recent_lengths: deque[int] = deque(maxlen=100)
-        self.episodes_finished = 0
+        self.recent_returns = [deque[float](maxlen=100) for _ in seeds]
+        self.recent_lengths = [deque[int](maxlen=100) for _ in seeds]
+        self.episodes_finished = [0] * self.num_agents
         self.action_distance_sum = self._no_distance()
         self.action_distance_count = 0
         self.obs: np.ndarray | None = None
@@ -149,13 +158,21 @@ class RolloutCollector:
         self.episode_return[mask] = 0.0
         self.episode_length[mask] = 0
 
+    def _agent_envs(self, agent: int) -> slice:
+        return slice(agent * self.envs_per_agent, (agent + 1) * self.envs_per_agent)
+
     def _episode_seed(self, env_index: int) -> int:
-        return episode_seed(self.seed, env_index, int(self.episodes_started[env_index]))
+        # Env i of agent k starts the episodes of env i in agent k's own run.
+        agent, local = divmod(env_index, self.envs_per_agent)
+        return episode_seed(self.seeds[agent], local, int(self.episodes_started[env_index]))
 
     @property
     def at_episode_boundary(self) -> bool:
         """True between episodes (every env about to start a new one)."""
         return bool(np.all(self.episode_length == 0))
+
+    def agent_at_episode_boundary(self, agent: int) -> bool:
+        return bool(np.all(self.episode_length[self._agent_envs(agent)] == 0))
 
     # ---------------------------------------------------------------- stepping
     @torch.no_grad()
@@ -168,19 +185,23 @@ class RolloutCollector:
 
     def _step(self, random_actions: bool) -> None:
         assert self.obs is not None
+        k, n = self.num_agents, self.envs_per_agent
         # numpy converts the env's float64 in a fraction of torch's time for a tensor this small
         obs = torch.from_numpy(self.obs.astype(np.float32)).to(self.device, non_blocking=True)
+        obs = obs.view(k, n, -1)
         if random_actions:
-            action = rng.rand((self.num_envs, self.act_dim), self.generator, device=self.device)
+            action = rng.rand((k, n, self.act_dim), self.generators, device=self.device)
             action = 2.0 * action - 1.0
         else:
             step = self.exploration.act(obs)
             action = step.behaviour
             self.action_distance_sum += self._action_distance(step)
-            self.action_distance_count += self.num_envs
-        action_np = action.cpu().numpy()
+            self.action_distance_count += n
+        action_np = action.reshape(k * n, self.act_dim).cpu().numpy()
         next_obs, reward, terminated, truncated, _ = self.envs.step(self.scaler.to_env(action_np))
-        self.buffer.add(obs, action, reward, next_obs, terminated)
+        self.buffer.add(
+            obs, action, reward.reshape(k, n), next_obs.reshape(k, n, -1), terminated.reshape(k, n)
+        )
         self.episode_return += reward
         self.episode_length += 1
         self.obs = next_obs
@@ -188,30 +209,36 @@ class RolloutCollector:
         if done.any():
             self._end_episodes(done)
 
-    def _no_distance(self) -> Tensor | float:
-        # A Python float on a CPU: adding to it costs nothing; a device tensor elsewhere, so
-        # accumulating never waits for the device.
-        return 0.0 if self.device.type == "cpu" else torch.zeros((), device=self.device)
+    def _no_distance(self) -> Tensor | np.ndarray:
+        # A host array on a CPU: adding to it costs less than a torch op; a device tensor
+        # elsewhere, so accumulating never waits for the device.
+        if self.device.type == "cpu":
+            return np.zeros(self.num_agents)
+        return torch.zeros(self.num_agents, device=self.device)
 
-    def _action_distance(self, step: ExplorationStep) -> Tensor | float:
-        """sum over envs of ||a_behaviour - a_mean||_2; on a CPU in numpy (the four torch
-        operations cost more than the arithmetic), elsewhere on the device (no sync)."""
+    def _action_distance(self, step: ExplorationStep) -> Tensor | np.ndarray:
+        """Per agent, the sum over its envs of ||a_behaviour - a_mean||_2: (K,); on a CPU in
+        numpy (the four torch operations cost more than the arithmetic), elsewhere on the
+        device (no sync)."""
         if self.device.type != "cpu":
-            return (step.behaviour - step.mean).norm(dim=-1).sum()
+            return (step.behaviour - step.mean).norm(dim=-1).sum(dim=1)
         gap = step.behaviour.numpy() - step.mean.numpy()
-        return float(np.sqrt(np.square(gap).sum(axis=-1)).sum())
+        return np.sqrt(np.square(gap).sum(axis=-1)).sum(axis=1)
 
     def _end_episodes(self, done: np.ndarray) -> None:
-        for i in np.flatnonzero(done):
-            self.recent_returns.append(float(self.episode_return[i]))
-            self.recent_lengths.append(int(self.episode_length[i]))
-        self.episodes_finished += int(done.sum())
-        self.exploration.on_episode_end(torch.as_tensor(done, device=self.device))
+        for j in np.flatnonzero(done):
+            agent = j // self.envs_per_agent
+            self.recent_returns[agent].append(float(self.episode_return[j]))
+            self.recent_lengths[agent].append(int(self.episode_length[j]))
+            self.episodes_finished[agent] += 1
+        done_by_agent = torch.as_tensor(done, device=self.device).view(self.num_agents, -1)
+        self.exploration.on_episode_end(done_by_agent)
         self.reset(done)
 
     # ---------------------------------------------------------------- metrics
     def pop_action_distance(self) -> Tensor | None:
-        """Mean ||a_behaviour - a_mean||_2 since the last call (None if no policy steps)."""
+        """Per agent, mean ||a_behaviour - a_mean||_2 since the last call: (K,) (None if no
+        policy steps)."""
         if self.action_distance_count == 0:
             return None
         mean = torch.as_tensor(self.action_distance_sum / self.action_distance_count)
@@ -220,24 +247,31 @@ class RolloutCollector:
         return mean
 
     # ---------------------------------------------------------------- resume
-    def state_dict(self) -> dict:
+    def agent_state_dict(self, agent: int) -> dict:
+        """Agent ``agent``'s counters, in the run directory's checkpoint format."""
         return {
-            "episodes_started": torch.as_tensor(self.episodes_started),
-            "recent_returns": list(self.recent_returns),
-            "recent_lengths": list(self.recent_lengths),
-            "episodes_finished": self.episodes_finished,
-            "at_boundary": self.at_episode_boundary,
+            "episodes_started": torch.as_tensor(self.episodes_started[self._agent_envs(agent)]),
+            "recent_returns": list(self.recent_returns[agent]),
+            "recent_lengths": list(self.recent_lengths[agent]),
+            "episodes_finished": self.episodes_finished[agent],
+            "at_boundary": self.agent_at_episode_boundary(agent),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore counters and restart the envs' episodes (an interrupted one is abandoned)."""
-        self.episodes_started = state["episodes_started"].numpy().astype(np.int64)
+    def load_agent_state_dict(self, agent: int, state: dict) -> None:
+        """Restore one agent's counters; ``restart_episodes`` then resets every env (an
+        interrupted episode is abandoned)."""
+        started = state["episodes_started"].numpy().astype(np.int64)
+        if len(started) != self.envs_per_agent:
+            raise ValueError(f"checkpoint has {len(started)} envs, the run {self.envs_per_agent}")
         if state["at_boundary"]:
             # The episodes that had just been reset never took a step: start them again with
             # the same seeds, exactly as the uninterrupted run did.
-            self.episodes_started -= 1
-        self.recent_returns = deque(state["recent_returns"], maxlen=100)
-        self.recent_lengths = deque(state["recent_lengths"], maxlen=100)
-        self.episodes_finished = int(state["episodes_finished"])
+            started = started - 1
+        self.episodes_started[self._agent_envs(agent)] = started
+        self.recent_returns[agent] = deque(state["recent_returns"], maxlen=100)
+        self.recent_lengths[agent] = deque(state["recent_lengths"], maxlen=100)
+        self.episodes_finished[agent] = int(state["episodes_finished"])
+
+    def restart_episodes(self) -> None:
         self.obs = None
         self.reset()

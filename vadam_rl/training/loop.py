@@ -110,7 +110,8 @@ class Collector(Protocol):
 
 
 class Learner(Protocol):
-    """What the loop drives: one run (``SingleLearner``) or a population of runs."""
+    """What the loop drives: K runs trained together (``training.run.Learner``; K = 1 for a
+    single run)."""
 
     config: TrainConfig
     progress: Progress

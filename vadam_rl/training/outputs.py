@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -14,47 +15,59 @@ from vadam_rl import run_dir as layout
 from vadam_rl.errors import UserError
 from vadam_rl.evaluation import evaluate
 from vadam_rl.optim.base import VariationalOptimizer
-from vadam_rl.training.build import Run
+from vadam_rl.training.build import Run, Runs
 from vadam_rl.training.logger import RunLogger
 from vadam_rl.training.loop import Metrics
 from vadam_rl.training.records import write_evaluations
 
 
-def bar_returns(run: Run) -> dict[str, str]:
-    """The progress bar's returns: the exploring (behaviour) policy's training episodes, mean
-    of the last 100, and the mean policy's last evaluation, which is what the run reports."""
-    recent = run.collector.recent_returns
-    evaluations = run.progress.evaluations
+def bar_returns(runs: Runs) -> dict[str, str]:
+    """The progress bar's returns (a single run's): the exploring (behaviour) policy's
+    training episodes, mean of the last 100, and the mean policy's last evaluation, which is
+    what the run reports."""
+    recent = runs.collector.recent_returns[0]
+    evaluations = runs.runs[0].evaluations
     return {
         "train_return": f"{np.mean(recent):.1f}" if recent else "-",
         "eval_return": f"{evaluations[-1]['mean_return']:.1f}" if evaluations else "-",
     }
 
 
-def log_training(run: Run, logger: RunLogger, metrics: Metrics, fps: float) -> None:
-    step, collector = run.progress.step, run.collector
-    values: dict[str, float] = {"time/fps": fps, "time/episodes": collector.episodes_finished}
-    if collector.recent_returns:
-        values["rollout/ep_rew_mean"] = float(np.mean(collector.recent_returns))
-        values["rollout/ep_len_mean"] = float(np.mean(collector.recent_lengths))
-    if metrics.count:
-        for name, value in metrics.pop_means().items():
-            values[f"train/{name}"] = value
-        values["train/learning_rate"] = run.agent.actor_optimizer.param_groups[0]["lr"]
-        values["train/critic_learning_rate"] = run.agent.critic_optimizer.param_groups[0]["lr"]
-        values["train/n_updates"] = run.progress.updates
+def log_training(runs: Runs, loggers: Sequence[RunLogger], metrics: Metrics, fps: float) -> None:
+    """Each run's scalars into its own run directory (one host sync for all of them)."""
+    step, collector, agent = runs.progress.step, runs.collector, runs.agent
+    count = metrics.count
+    means = metrics.pop_agent_means(len(runs.runs)) if count else []
     distance = collector.pop_action_distance()
-    if distance is not None:
-        values["explore/action_distance"] = float(distance)
-    for name, value in collector.exploration.log_values().items():
-        values[name] = float(value)
-    optimizer = run.agent.actor_optimizer
-    if isinstance(optimizer, VariationalOptimizer):
-        sigmas = optimizer.posterior_std()
-        for name, sigma in zip(_actor_param_names(run), sigmas, strict=True):
-            values[f"posterior/sigma_mean/{name}"] = float(sigma.mean())
-        values["posterior/at_floor_fraction"] = at_floor_fraction(optimizer, sigmas)
-    logger.scalars(values, step)
+    distances = distance.tolist() if distance is not None else None
+    explore = {name: value.tolist() for name, value in collector.exploration.log_values().items()}
+    optimizer = agent.actor_optimizer
+    sigmas = optimizer.posterior_std() if isinstance(optimizer, VariationalOptimizer) else None
+    for run, logger in zip(runs.runs, loggers, strict=True):
+        k = run.index
+        values: dict[str, float] = {
+            "time/fps": fps,
+            "time/episodes": collector.episodes_finished[k],
+        }
+        if collector.recent_returns[k]:
+            values["rollout/ep_rew_mean"] = float(np.mean(collector.recent_returns[k]))
+            values["rollout/ep_len_mean"] = float(np.mean(collector.recent_lengths[k]))
+        if count:
+            for name, value in means[k].items():
+                values[f"train/{name}"] = value
+            values["train/learning_rate"] = optimizer.param_groups[0]["lr"]
+            values["train/critic_learning_rate"] = agent.critic_optimizer.param_groups[0]["lr"]
+            values["train/n_updates"] = runs.progress.updates
+        if distances is not None:
+            values["explore/action_distance"] = float(distances[k])
+        for name, value in explore.items():  # (K,) values; a strategy's shared one is 0-d
+            values[name] = float(value[k] if isinstance(value, list) else value)
+        if sigmas is not None:
+            agent_sigmas = [sigma[k] for sigma in sigmas]
+            for name, sigma in zip(_actor_param_names(run), agent_sigmas, strict=True):
+                values[f"posterior/sigma_mean/{name}"] = float(sigma.mean())
+            values["posterior/at_floor_fraction"] = at_floor_fraction(optimizer, agent_sigmas)
+        logger.scalars(values, step)
 
 
 def at_floor_fraction(optimizer: VariationalOptimizer, sigmas: list) -> float:
@@ -75,15 +88,16 @@ def at_floor_fraction(optimizer: VariationalOptimizer, sigmas: list) -> float:
 
 
 def _actor_param_names(run: Run) -> list[str]:
-    return [name.removeprefix("mu.") for name, _ in run.agent.actor.named_parameters()]
+    return [name.removeprefix("mu.") for name, _ in run.actor.named_parameters()]
 
 
-def run_evaluation(run: Run, logger: RunLogger, bar: tqdm, label: str = "") -> dict[str, float]:
-    """Evaluate the mean actor; log, record the row, save the policy (best too)."""
-    prog, config = run.progress, run.config
-    result = evaluate(
-        run.agent.actor, run.eval_env, config.eval_episodes, config.seed + 10_000, run.device
-    )
+def run_evaluation(
+    runs: Runs, run: Run, logger: RunLogger, bar: tqdm, label: str = ""
+) -> dict[str, float]:
+    """Evaluate ``run``'s mean actor; log, record the row, save the policy (best too)."""
+    prog, config = runs.progress, run.config
+    actor = runs.load_actor(run)
+    result = evaluate(actor, run.eval_env, config.eval_episodes, config.seed + 10_000, runs.device)
     row = {
         "step": prog.step,
         "mean_return": result.mean_return,
@@ -92,65 +106,65 @@ def run_evaluation(run: Run, logger: RunLogger, bar: tqdm, label: str = "") -> d
         "episodes": len(result.returns),
         "wall_time_s": prog.wall_time_s,
     }
-    prog.evaluations.append(row)
-    write_evaluations(run.run_dir, prog.evaluations)
+    run.evaluations.append(row)
+    write_evaluations(run.run_dir, run.evaluations)
     logger.scalars(
         {"eval/mean_reward": result.mean_return, "eval/mean_ep_length": result.mean_length},
         prog.step,
     )
-    optimizer = run.agent.actor_optimizer
+    optimizer = runs.agent.actor_optimizer
     if isinstance(optimizer, VariationalOptimizer):
-        for name, sigma in zip(_actor_param_names(run), optimizer.posterior_std(), strict=True):
+        sigmas = [sigma[run.index] for sigma in optimizer.posterior_std()]
+        for name, sigma in zip(_actor_param_names(run), sigmas, strict=True):
             logger.histogram(f"posterior/sigma/{name}", sigma, prog.step)
     logger.flush()
-    policy = {**run.agent.policy_state(), "step": prog.step}
+    policy = {**runs.policy_state(run), "step": prog.step}
     layout.atomic_torch_save(policy, run.run_dir / layout.POLICIES / layout.LAST_POLICY)
-    if result.mean_return > prog.best_return:
-        prog.best_return = result.mean_return
+    if result.mean_return > run.best_return:
+        run.best_return = result.mean_return
         layout.atomic_torch_save(policy, run.run_dir / layout.POLICIES / layout.BEST_POLICY)
     bar.write(
         f"{label}step {prog.step:>9,}  eval return {result.mean_return:9.1f} "
-        f"± {result.std_return:.1f}  (best {prog.best_return:.1f})"
+        f"± {result.std_return:.1f}  (best {run.best_return:.1f})"
     )
     return row
 
 
-def save_policy_snapshot(run: Run) -> None:
-    policy = {**run.agent.policy_state(), "step": run.progress.step}
-    layout.atomic_torch_save(policy, layout.policy_path(run.run_dir, run.progress.step))
+def save_policy_snapshot(runs: Runs, run: Run) -> None:
+    policy = {**runs.policy_state(run), "step": runs.progress.step}
+    layout.atomic_torch_save(policy, layout.policy_path(run.run_dir, runs.progress.step))
 
 
-def final_evaluation(run: Run, logger: RunLogger) -> None:
+def final_evaluation(runs: Runs, run: Run, logger: RunLogger) -> None:
     """Evaluate the final policy unless the last evaluation was at this step."""
-    prog = run.progress
-    if not prog.evaluations or prog.evaluations[-1]["step"] < prog.step:
-        run_evaluation(run, logger, tqdm(disable=True))
+    if not run.evaluations or run.evaluations[-1]["step"] < runs.progress.step:
+        run_evaluation(runs, run, logger, tqdm(disable=True))
 
 
-def write_final_outputs(run: Run) -> dict:
+def write_final_outputs(runs: Runs, run: Run) -> dict:
     """After the final checkpoint: the last policy snapshot, model.zip and summary.json."""
-    prog = run.progress
-    save_policy_snapshot(run)
-    export_final_model(run)
-    final = prog.evaluations[-1]["mean_return"]
+    prog = runs.progress
+    save_policy_snapshot(runs, run)
+    export_final_model(runs, run)
+    final = run.evaluations[-1]["mean_return"]
     summary = {
         "finished": True,
         "total_steps": prog.step,
         "wall_time_s": prog.wall_time_s,
         "steps_per_s": prog.step / max(prog.wall_time_s, 1e-9),
         "final_eval_return": final,
-        "best_eval_return": prog.best_return,
+        "best_eval_return": run.best_return,
     }
     layout.atomic_write_text(run.run_dir / layout.SUMMARY, json.dumps(summary, indent=2))
     return summary
 
 
-def export_final_model(run: Run) -> None:
+def export_final_model(runs: Runs, run: Run) -> None:
     """RUN_DIR/model.zip for Stable-Baselines3; a failure is reported, never fatal."""
     try:
         from vadam_rl.sb3.export import export_policy
 
-        state = run.agent.policy_state()
+        state = runs.policy_state(run)
         export_policy(
             state["actor"],
             state["critic"],
@@ -158,7 +172,7 @@ def export_final_model(run: Run) -> None:
             state["critic_target"],
             run.config,
             run.run_dir / layout.MODEL_ZIP,
-            step=run.progress.step,
+            step=runs.progress.step,
         )
     except UserError as err:  # a run SB3 cannot hold (LayerNorm): expected, one line
         print(f"{layout.MODEL_ZIP} not written: {err}", file=sys.stderr)

@@ -1,7 +1,11 @@
-"""``train(config, run_dir)``: one DDPG agent to ``config.total_steps`` environment steps.
+"""Training: ``train(config, run_dir)`` for one run, ``train_population(configs, run_dirs)``
+for K seeds of one preset in one process (``--seeds 0-4``); both are the same path, a single
+run being a population of one.
 
-It leaves a complete run directory (see ``vadam_rl.run_dir``), can be stopped at any point
-(Ctrl-C, SIGTERM, SIGKILL) and continued with ``train(config, run_dir, resume=True)``.
+Each run leaves a complete run directory (see ``vadam_rl.run_dir``), can be stopped at any
+point (Ctrl-C, SIGTERM, SIGKILL) and continued with ``resume=True``. A population's run
+directories are ordinary ones, which ``report`` and ``compare`` read like any others and
+which can even be resumed one by one.
 """
 
 from __future__ import annotations
@@ -16,17 +20,23 @@ from tqdm import tqdm
 
 from vadam_rl import run_dir as layout
 from vadam_rl.agent.optimizers import check_optimizers
-from vadam_rl.config import ConfigError, TrainConfig, load_config_file, save_config, validate
+from vadam_rl.agent.population import check_stackable
+from vadam_rl.config import (
+    ConfigError,
+    TrainConfig,
+    flat_settings,
+    load_config_file,
+    save_config,
+    settings_differences,
+    to_dict,
+    validate,
+)
 from vadam_rl.device import resolve_device
 from vadam_rl.errors import Crashed, Interrupted, NonFiniteError
 from vadam_rl.fast import compiled
 from vadam_rl.signals import finished_despite, stop_on_signals
-from vadam_rl.training.build import Run, build_run
-from vadam_rl.training.checkpoint import (
-    load_checkpoint,
-    load_initial_policy,
-    save_checkpoint,
-)
+from vadam_rl.training.build import Runs, build_runs
+from vadam_rl.training.checkpoint import load_checkpoints, save_together
 from vadam_rl.training.logger import RunLogger
 from vadam_rl.training.loop import Metrics, run_loop
 from vadam_rl.training.outputs import (
@@ -53,53 +63,100 @@ def train(
     freshly initialised networks, e.g. weights imported from Stable-Baselines3. The run
     directory is locked while it trains (``layout.RunLocks``).
     """
+    return train_population(
+        [config], [run_dir], resume=resume, progress_bar=progress_bar, initial_policy=initial_policy
+    )[0]
+
+
+def train_population(
+    configs: Sequence[TrainConfig],
+    run_dirs: Sequence[Path],
+    *,
+    resume: bool = False,
+    progress_bar: bool = True,
+    initial_policy: dict | None = None,
+) -> list[dict]:
+    """Train ``configs`` (one preset, distinct seeds) together; one summary per run. The
+    run directories are locked while they train (``layout.RunLocks``)."""
+    if len(configs) != len(run_dirs) or not configs:
+        raise ValueError("one run directory per config, at least one")
     with layout.RunLocks() as locks:
-        return _train(config, Path(run_dir), locks, resume, progress_bar, initial_policy)
+        dirs = [Path(d) for d in run_dirs]
+        return _train(list(configs), dirs, locks, resume, progress_bar, initial_policy)
 
 
 def _train(
-    config: TrainConfig,
-    run_dir: Path,
+    configs: list[TrainConfig],
+    run_dirs: list[Path],
     locks: layout.RunLocks,
     resume: bool,
     progress_bar: bool,
     initial_policy: dict | None,
-) -> dict:
-    validate(config)
-    check_optimizers(config)
+) -> list[dict]:
+    for config in configs:
+        validate(config)
+        check_optimizers(config)
     if not resume:
-        config = compiled.resolve_auto(config, resolve_device(config.device))
-    run = build_run(config, run_dir)
-    if initial_policy is not None:
-        load_initial_policy(run.agent, initial_policy)
-    # Locked after the envs are built (forked env workers would inherit the lock) and
-    # before anything is read (a live run may be mid-save).
-    if resume:
+        device = resolve_device(configs[0].device)
+        configs = [compiled.resolve_auto(config, device) for config in configs]
+    if len(configs) > 1:
+        check_same_settings(configs)
+        check_stackable(configs[0])
+    runs = build_runs(configs, run_dirs, initial_policy)
+    # Locked after the envs are built (forked env workers would inherit the locks), before
+    # anything is read (a live run may be mid-save) or written.
+    if not resume:
+        for run_dir in run_dirs:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    for run_dir in run_dirs:
         locks.hold(run_dir)
-        load_checkpoint(run)
-        (run_dir / layout.SUMMARY).unlink(missing_ok=True)  # extending a finished run
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        locks.hold(run_dir)
-        save_config(config, run_dir / layout.CONFIG)
-    logger: RunLogger | None = None
     try:
-        # (inside the try: opening the events file is the first write a full disk refuses)
-        logger = RunLogger(run_dir, purge_step=run.progress.step if resume else None)
+        if resume:
+            load_checkpoints(runs)
+            for run_dir in run_dirs:
+                (run_dir / layout.SUMMARY).unlink(missing_ok=True)  # extending a finished run
+        else:
+            for config, run_dir in zip(configs, run_dirs, strict=True):
+                save_config(config, run_dir / layout.CONFIG)
+    except BaseException:
+        runs.close()
+        raise
+    loggers: list[RunLogger] = []
+    try:
+        # (inside the try: opening the events files is the first write a full disk refuses)
+        purge = runs.progress.step if resume else None
+        loggers += [RunLogger(run_dir, purge_step=purge) for run_dir in run_dirs]
         if not resume:
-            logger.config(config)
+            for config, logger in zip(configs, loggers, strict=True):
+                logger.config(config)
         with stop_on_signals() as stop:  # (a signal during the final writes waits for them)
-            run_loop(SingleLearner(run, logger), stop, progress_bar)
-            summary = finish(run, logger)
+            labels = None if runs.single else [str(d) for d in run_dirs]
+            description = None if runs.single else f"{len(run_dirs)} agents"
+            run_loop(Learner(runs, loggers), stop, progress_bar, Metrics(labels), description)
+            summaries = finish(runs, loggers)
     except Exception as err:
-        raise told_in_one_line(err, [run_dir], config) from None
+        raise told_in_one_line(err, run_dirs, configs[0]) from None
     finally:
-        if logger is not None:
+        for logger in loggers:
             logger.close()
-        run.collector.envs.close()
-        run.eval_env.close()
+        runs.close()
     finished_despite(stop)
-    return summary
+    return summaries
+
+
+def check_same_settings(configs: Sequence[TrainConfig]) -> None:
+    """The agents of a population may differ in their seed only."""
+    reference = flat_settings(to_dict(configs[0]))
+    for config in configs[1:]:
+        differing = settings_differences(reference, flat_settings(to_dict(config)), ["seed"])
+        if differing:
+            raise ConfigError(
+                f"a population's runs must share every setting but the seed; they differ in "
+                f"{', '.join(differing)}"
+            )
+    seeds = [config.seed for config in configs]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"a population needs distinct seeds, got {seeds}")
 
 
 def told_in_one_line(err: Exception, run_dirs: Sequence[Path], config: TrainConfig) -> Exception:
@@ -161,37 +218,44 @@ def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
     return shlex.join(words)
 
 
-class SingleLearner:
-    """The loop's view of one run and its logger."""
+class Learner:
+    """The loop's view of the runs: one update for all agents; logging, evaluation and
+    checkpoints fan out to the run directories."""
 
-    def __init__(self, run: Run, logger: RunLogger) -> None:
-        self.run, self.logger = run, logger
-        self.config, self.progress, self.collector = run.config, run.progress, run.collector
+    def __init__(self, runs: Runs, loggers: list[RunLogger]) -> None:
+        self.runs, self.loggers = runs, loggers
+        self.config, self.progress, self.collector = runs.config, runs.progress, runs.collector
 
     def update(self) -> dict[str, Tensor]:
-        batch = self.run.buffer.sample(self.config.batch_size)
-        metrics = self.run.agent.update(batch)
-        self.run.collector.exploration.after_update(batch.obs)
+        batch = self.runs.buffer.sample(self.config.batch_size)
+        metrics = self.runs.agent.update(batch)
+        self.runs.exploration.after_update(batch.obs)
         return metrics
 
     def log(self, metrics: Metrics, fps: float, bar: tqdm) -> None:
-        log_training(self.run, self.logger, metrics, fps)
-        bar.set_postfix(bar_returns(self.run), refresh=False)
+        log_training(self.runs, self.loggers, metrics, fps)
+        if self.runs.single:
+            bar.set_postfix(bar_returns(self.runs), refresh=False)
 
     def evaluate(self, bar: tqdm) -> None:
-        run_evaluation(self.run, self.logger, bar)
+        for run, logger in zip(self.runs.runs, self.loggers, strict=True):
+            label = "" if self.runs.single else f"seed {run.config.seed}: "
+            run_evaluation(self.runs, run, logger, bar, label=label)
 
     def checkpoint(self, snapshot: bool) -> None:
-        # The policy file first: killed between the two writes, the resume starts from the
+        # The policy files first: killed between the two writes, the resume starts from the
         # previous checkpoint and writes this step's policy again (the same weights, bit
         # for bit); the other way round it would never be written.
         if snapshot:
-            save_policy_snapshot(self.run)
-        save_checkpoint(self.run)
+            for run in self.runs.runs:
+                save_policy_snapshot(self.runs, run)
+        save_together(self.runs)
 
 
-def finish(run: Run, logger: RunLogger) -> dict:
-    """Final evaluation (if the last one is stale), checkpoint, SB3 export, summary.json."""
-    final_evaluation(run, logger)
-    save_checkpoint(run)
-    return write_final_outputs(run)
+def finish(runs: Runs, loggers: list[RunLogger]) -> list[dict]:
+    """Final evaluations (where the last one is stale), the checkpoints (K saved as one),
+    SB3 export, summary.json."""
+    for run, logger in zip(runs.runs, loggers, strict=True):
+        final_evaluation(runs, run, logger)
+    save_together(runs)
+    return [write_final_outputs(runs, run) for run in runs.runs]
