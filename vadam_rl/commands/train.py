@@ -82,98 +82,92 @@ class ImportArgs(TrainArgs):
 
 
 def run_train(args: TrainArgs) -> None:
-    from vadam_rl.training.run import train
+    """One run, or K seeds of one preset as one population (``--seeds 0-4``, ``--resume`` of
+    several run directories): the same training path."""
+    from vadam_rl.training.run import train_population
 
     threads = thread_count(args.threads)  # (checked before anything is written)
     if args.resume is not None:
         refuse_what_a_resume_ignores(args)
-    if args.seeds is not None or (args.resume is not None and len(args.resume) > 1):
-        run_population(args, threads)
+    planned = _plan(args)
+    if planned is None:
         return
-    initial_policy = None
-    if args.resume is not None:
-        if not args.resume:
-            raise UserError("--resume needs a run directory")
-        config = _resume_config(args.resume[0], args.total_steps, args.device)
-        if config is None:
-            return
-        run_dir = args.resume[0]
-    else:
-        imported = _read_import(args) if isinstance(args, ImportArgs) else None
-        # The env's overrides of the preset apply to an imported policy's env too.
-        env = imported.env_id if imported is not None and args.env is None else args.env
-        config = load_preset(args.agent or DEFAULT_AGENT, env)
-        if imported is not None:
-            initial_policy = _apply_import(imported, config, args.env)
-        with_options(config, args, args.seed)
-        run_dir = _new_run_dir(args.log_dir, args.run_name, config)
-    make_env(config.env_id).close()  # a bad env fails here, before anything is announced
+    configs, run_dirs, initial_policy = planned
+    make_env(configs[0].env_id).close()  # a bad env fails here, before anything is announced
     if args.resume is None:
-        _start_again([run_dir])
-    print(f"run directory: {run_dir}\nwatch it:      tensorboard --logdir {run_dir.parent}")
-    announce_compile(config)
+        _start_again(run_dirs)
+    if len(run_dirs) == 1:
+        print(f"run directory: {run_dirs[0]}")
+        print(f"watch it:      tensorboard --logdir {run_dirs[0].parent}")
+    else:
+        print(f"{len(run_dirs)} runs in one process:")
+        for run_dir in run_dirs:
+            print(f"  {run_dir}")
+        print(f"watch them:    tensorboard --logdir {run_dirs[0].parent}")
+    announce_compile(configs[0])
     use_threads(threads)
-    summary = train(
-        config,
-        run_dir,
+    summaries = train_population(
+        configs,
+        run_dirs,
         resume=args.resume is not None,
         progress_bar=args.progress,
         initial_policy=initial_policy,
     )
-    print(
-        f"finished {summary['total_steps']} steps in {summary['wall_time_s']:.0f} s "
-        f"({summary['steps_per_s']:.0f} steps/s); final eval return "
-        f"{summary['final_eval_return']:.1f}"
-    )
-    if (run_dir / layout.MODEL_ZIP).is_file():
-        print(f"SB3 model:     {run_dir / layout.MODEL_ZIP}")
-
-
-def run_population(args: TrainArgs, threads: int) -> None:
-    """``--seeds 0-4`` (or ``--resume`` of several run directories): one population."""
-    from vadam_rl.training.run import train_population
-
-    if isinstance(args, ImportArgs):
-        raise UserError("import-sb3 starts one run; --seeds is not supported there")
-    if args.resume is not None:
-        if args.seeds is not None:
-            raise UserError("--seeds and --resume do not go together (the runs have theirs)")
-        configs = [_resume_config(d, args.total_steps, args.device) for d in args.resume]
-        if all(config is None for config in configs):
-            return
-        if any(config is None for config in configs):
-            raise UserError("some of these runs are finished and some not: resume them one by one")
-        run_dirs = list(args.resume)
-    else:
-        if args.seed is not None:
-            raise UserError("give either --seed or --seeds, not both")
-        configs, run_dirs = [], []
-        for seed in parse_seeds(args.seeds or ""):
-            config = with_options(load_preset(args.agent or DEFAULT_AGENT, args.env), args, seed)
-            name = None if args.run_name is None else f"{args.run_name}_s{seed}"
-            configs.append(config)
-            run_dirs.append(_new_run_dir(args.log_dir, name, config))
-    make_env(configs[0].env_id).close()  # type: ignore[union-attr]
-    if args.resume is None:
-        _start_again(run_dirs)
-    print(f"{len(run_dirs)} runs in one process:")
-    for run_dir in run_dirs:
-        print(f"  {run_dir}")
-    print(f"watch them:    tensorboard --logdir {run_dirs[0].parent}")
-    announce_compile(configs[0])  # type: ignore[arg-type]
-    use_threads(threads)
-    summaries = train_population(
-        configs,  # type: ignore[arg-type]
-        run_dirs,
-        resume=args.resume is not None,
-        progress_bar=args.progress,
-    )
+    if len(summaries) == 1:
+        [summary], [run_dir] = summaries, run_dirs
+        print(
+            f"finished {summary['total_steps']} steps in {summary['wall_time_s']:.0f} s "
+            f"({summary['steps_per_s']:.0f} steps/s); final eval return "
+            f"{summary['final_eval_return']:.1f}"
+        )
+        if (run_dir / layout.MODEL_ZIP).is_file():
+            print(f"SB3 model:     {run_dir / layout.MODEL_ZIP}")
+        return
     steps = sum(summary["total_steps"] for summary in summaries)
     wall = max(summary["wall_time_s"] for summary in summaries)
     rate = steps / max(wall, 1e-9)
     print(f"finished {len(summaries)} runs: {steps} steps in {wall:.0f} s ({rate:.0f} steps/s)")
     for run_dir, summary in zip(run_dirs, summaries, strict=True):
         print(f"  {run_dir}: final eval return {summary['final_eval_return']:.1f}")
+
+
+def _plan(args: TrainArgs) -> tuple[list[TrainConfig], list[Path], dict | None] | None:
+    """The runs to train: their configs, run directories and (import-sb3) initial policy;
+    None when every run to resume has finished."""
+    if args.resume is not None:
+        if not args.resume:
+            raise UserError("--resume needs a run directory")
+        if args.seeds is not None:
+            raise UserError("--seeds and --resume do not go together (the runs have theirs)")
+        resumed = [_resume_config(d, args.total_steps, args.device) for d in args.resume]
+        configs = [config for config in resumed if config is not None]
+        if not configs:
+            return None
+        if len(configs) < len(resumed):
+            raise UserError("some of these runs are finished and some not: resume them one by one")
+        return configs, list(args.resume), None
+    seeds: list[int | None] = [args.seed]
+    if args.seeds is not None:
+        if isinstance(args, ImportArgs):
+            raise UserError("import-sb3 starts one run; --seeds is not supported there")
+        if args.seed is not None:
+            raise UserError("give either --seed or --seeds, not both")
+        seeds = list(parse_seeds(args.seeds))
+    imported = _read_import(args) if isinstance(args, ImportArgs) else None
+    # The env's overrides of the preset apply to an imported policy's env too.
+    env = imported.env_id if imported is not None and args.env is None else args.env
+    configs, run_dirs, initial_policy = [], [], None
+    for seed in seeds:
+        config = load_preset(args.agent or DEFAULT_AGENT, env)
+        if imported is not None:
+            initial_policy = _apply_import(imported, config, args.env)
+        with_options(config, args, seed)
+        name = args.run_name
+        if args.seeds is not None and name is not None:
+            name = f"{name}_s{seed}"
+        configs.append(config)
+        run_dirs.append(_new_run_dir(args.log_dir, name, config))
+    return configs, run_dirs, initial_policy
 
 
 def parse_seeds(spec: str) -> list[int]:
