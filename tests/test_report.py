@@ -1,6 +1,7 @@
 """The report and its statistics, on synthetic run directories whose answers are known."""
 
 import csv
+import io
 import json
 import warnings
 from pathlib import Path
@@ -13,7 +14,16 @@ from matplotlib.image import imread
 
 from vadam_rl import run_dir as layout
 from vadam_rl import stats
-from vadam_rl.commands.report import RunRecord, aligned_curves, load_runs, write_report
+from vadam_rl.commands.report import (
+    RunRecord,
+    aggregate,
+    aligned_curves,
+    compare,
+    load_runs,
+    render_csv,
+    summarize,
+    write_report,
+)
 from vadam_rl.config import TrainConfig, save_config
 from vadam_rl.errors import UserError
 
@@ -496,3 +506,51 @@ def test_a_run_saved_before_a_config_field_existed_has_the_same_settings(tmp_pat
     assert config_differences(runs) == []
     old["actor"]["optimizer"]["num_samples"] = 3
     assert config_differences(runs) == ["actor.optimizer.num_samples"]
+
+
+COMMITTED = Path(__file__).parent.parent / "docs" / "results" / "halfcheetah-150k"
+
+
+def _same_row(new: dict[str, str], old: dict[str, str], columns: list[str]) -> None:
+    # Floats to 1e-9 relative: far above the ~1e-15 by which another CPU's summation order
+    # can move a mean of 25 float64 values, far below the 0.1 the tables print.
+    for column in columns:
+        try:
+            expected = float(old[column])
+        except ValueError:
+            assert new[column] == old[column], column
+        else:
+            assert float(new[column]) == pytest.approx(expected, rel=1e-9, nan_ok=True), column
+
+
+def test_the_committed_grid_report_is_rebuilt_from_its_committed_run_files():
+    """Anyone can rebuild the experiment's results.csv from the repository alone. Every
+    point value of every row is recomputed; the intervals (rliable's bootstrap loops in
+    Python, ~2 s each) for ddpg-vadam and its difference from ddpg-adam-plain: each interval
+    is seeded on its own, so those two rows stand for the rest."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unfinished runs of a grid in progress are skipped
+        result = summarize(COMMITTED / "runs", resamples=100)
+    committed = read_csv_rows(COMMITTED / "results.csv")
+    rebuilt = list(csv.DictReader(io.StringIO(render_csv(result))))
+    assert [(r["kind"], r["method"], r["baseline"]) for r in rebuilt] == [
+        (r["kind"], r["method"], r["baseline"]) for r in committed
+    ]
+    points = [c for c in committed[0] if not c.endswith(("_ci_low", "_ci_high"))]
+    for new, old in zip(rebuilt, committed, strict=True):
+        _same_row(new, old, points)
+
+    runs = [r for r in load_runs(COMMITTED / "runs") if r.skip_reason is None]
+    vadam, plain = (aggregate([r for r in runs if r.method == m]) for m in METHODS_COMPARED)
+    result.methods, result.differences = [vadam], [compare(vadam, plain)]
+    full = {(r["kind"], r["method"]): r for r in csv.DictReader(io.StringIO(render_csv(result)))}
+    checked = 0
+    for old in committed:
+        new = full.get((old["kind"], old["method"]))
+        if old["kind"] != "reference" and new and old["baseline"] in ("", "ddpg-adam-plain"):
+            _same_row(new, old, list(old))
+            checked += 1
+    assert checked == 2
+
+
+METHODS_COMPARED = ("ddpg-vadam", "ddpg-adam-plain")

@@ -841,7 +841,7 @@ def plot_probability_of_improvement(differences: list[Difference], path: Path) -
 # --------------------------------------------------------------------------------------------
 
 
-def write_report(
+def summarize(
     runs_dir: Path,
     out_dir: Path | None = None,
     *,
@@ -849,7 +849,7 @@ def write_report(
     include_unfinished: bool = False,
     resamples: int | None = None,
 ) -> ReportResult:
-    """Aggregate the runs below ``runs_dir`` and write the figures and tables to ``out_dir``.
+    """Aggregate the runs below ``runs_dir`` into the report's tables; writes nothing.
 
     ``out_dir`` defaults to ``runs_dir/report``. ``resamples`` sets the bootstrap resamples of
     every interval (default: ``stats.N_RESAMPLES``, curves and profiles
@@ -896,6 +896,28 @@ def write_report(
         curve_resamples=n_curve,
     )
     result.table = render_markdown(result, runs_dir, final_evals, protocol)
+    return result
+
+
+def write_report(
+    runs_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    final_evals: int = 1,
+    include_unfinished: bool = False,
+    resamples: int | None = None,
+) -> ReportResult:
+    """``summarize`` the runs below ``runs_dir`` and write the figures and tables to
+    ``out_dir`` (default ``runs_dir/report``)."""
+    result = summarize(
+        runs_dir,
+        out_dir,
+        final_evals=final_evals,
+        include_unfinished=include_unfinished,
+        resamples=resamples,
+    )
+    out_dir, methods = result.out_dir, result.methods
+    n_curve = result.curve_resamples
     out_dir.mkdir(parents=True, exist_ok=True)
     result.files = {
         "learning_curves": out_dir / LEARNING_CURVES,
