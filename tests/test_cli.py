@@ -212,6 +212,7 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(case: str, tmp_path:
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "run directory" not in result.stdout  # refused before the run is announced
     assert not (tmp_path / "runs").exists()
 
 

@@ -93,7 +93,7 @@ def run_train(args: TrainArgs) -> None:
     if planned is None:
         return
     configs, run_dirs, initial_policy = planned
-    make_env(configs[0].env_id).close()  # a bad env fails here, before anything is announced
+    _check_before_announcing(configs)
     if args.resume is None:
         _start_again(run_dirs)
     if len(run_dirs) == 1:
@@ -129,6 +129,24 @@ def run_train(args: TrainArgs) -> None:
     print(f"finished {len(summaries)} runs: {steps} steps in {wall:.0f} s ({rate:.0f} steps/s)")
     for run_dir, summary in zip(run_dirs, summaries, strict=True):
         print(f"  {run_dir}: final eval return {summary['final_eval_return']:.1f}")
+
+
+def _check_before_announcing(configs: list[TrainConfig]) -> None:
+    """A bad env or a run too big for memory fails here, before the run is announced
+    (``build_runs`` checks memory again for callers of the library)."""
+    import numpy as np
+
+    from vadam_rl.device import resolve_device
+    from vadam_rl.training.build import check_memory
+
+    env = make_env(configs[0].env_id)
+    try:
+        obs_dim = int(np.prod(env.observation_space.shape))
+        act_dim = int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
+    device = resolve_device(configs[0].device)
+    check_memory(configs[0], obs_dim, act_dim, device, agents=len(configs))
 
 
 def _plan(args: TrainArgs) -> tuple[list[TrainConfig], list[Path], dict | None] | None:
