@@ -198,6 +198,7 @@ BAD_INPUT = {
     "run name escapes": (["--run-name", "../../x"], "must be a plain folder name"),
     "resume with --set": (["--resume", "somewhere", "--set", "batch_size=3"], "--set cannot"),
     "resume with --seed": (["--resume", "somewhere", "--seed", "3"], "--seed cannot"),
+    "resume with --log-dir": (["--resume", "somewhere"], "--log-dir cannot change it"),
     # A replay buffer of 10^11 transitions (~17 TB) and a batch of 2M rows (~90 GB of
     # activations): refused from the estimate, before anything is allocated.
     "buffer too big": (["--set", "buffer_size=100000000000"], "GiB available"),

@@ -50,7 +50,7 @@ class TrainArgs:
     """Train several seeds as one population in this process (0-4, 0,2,7), a run dir each."""
     total_steps: Annotated[int | None, option("N", "the preset's")] = None
     """Environment steps to train for."""
-    log_dir: Annotated[Path, option("DIR")] = Path("runs")
+    log_dir: Annotated[Path | None, option("DIR", "runs")] = None
     """Folder that receives the run directory."""
     run_name: Annotated[str | None, option("NAME", "AGENT_ENV_sSEED, made unique")] = None
     """Name of the run directory."""
@@ -184,7 +184,7 @@ def _plan(args: TrainArgs) -> tuple[list[TrainConfig], list[Path], dict | None] 
         if args.seeds is not None and name is not None:
             name = f"{name}_s{seed}"
         configs.append(config)
-        run_dirs.append(_new_run_dir(args.log_dir, name, config))
+        run_dirs.append(_new_run_dir(args.log_dir or Path("runs"), name, config))
     return configs, run_dirs, initial_policy
 
 
@@ -236,6 +236,7 @@ def refuse_what_a_resume_ignores(args: TrainArgs) -> None:
     """A resumed run follows its config.yaml: options that would change it are an error, not
     silently dropped (only --total-steps, --device, --threads and --progress apply)."""
     given = {
+        "--log-dir": args.log_dir,
         "--agent": args.agent,
         "--env": args.env,
         "--seed": args.seed,
