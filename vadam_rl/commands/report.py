@@ -825,14 +825,16 @@ def plot_probability_of_improvement(differences: list[Difference], path: Path) -
         color = "C2" if p.low > 0.5 else ("C3" if p.high < 0.5 else "C0")
         ax.barh([y], [p.value], color=color, alpha=0.35, height=0.6)
         ax.errorbar([p.value], [y], xerr=xerr, fmt="o", color=color, capsize=4, elinewidth=2)
-    labels = [f"{d.method} > {d.baseline} ({d.env_id}, n={d.n_method}/{d.n_baseline})"
-              for d in differences]  # fmt: skip
+    several_envs = len({d.env_id for d in differences}) > 1  # else the title names it
+    labels = [f"{d.method} > {d.baseline} ({f'{d.env_id}, ' if several_envs else ''}"
+              f"n={d.n_method}/{d.n_baseline})" for d in differences]  # fmt: skip
     ax.set_yticks(ys, labels=labels, fontsize="small")
     ax.axvline(0.5, color="black", linestyle="--", linewidth=1)
     ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("P(X > Y): chance that a run of X ends above a run of Y (final return)")
+    ax.set_xlabel("P(X > Y): the chance that a run of X ends above a run of Y\n(final return)")
     ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Probability of improvement with 95% stratified-bootstrap CI (rliable)")
+    envs = ", ".join(sorted({d.env_id for d in differences}))
+    fig.suptitle(f"{envs}: probability of improvement, 95% stratified-bootstrap CI (rliable)")
     _save_png(fig, path)
 
 
