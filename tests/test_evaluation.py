@@ -16,6 +16,7 @@ from stable_baselines3 import DDPG
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
+from conftest import TINY, run_cli
 from vadam_rl.agent.networks import Actor
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
@@ -206,3 +207,28 @@ def test_mujocos_deprecation_of_gymnasiums_own_xml_is_silenced_and_nothing_else(
     assert done.returncode == 0, done.stderr
     assert "settotalmass" not in done.stdout + done.stderr
     assert "WARNING: Nan, Inf or huge value in QACC" in done.stderr
+
+
+def test_eval_records_a_clip_of_video_steps_from_the_cli(tmp_path):
+    pytest.importorskip("moviepy", reason="recording needs moviepy (pip install 'vadam-rl[video]')")
+    if not egl_renders():
+        pytest.skip("MuJoCo cannot render offscreen with EGL on this machine (no libEGL/GPU)")
+    run_cli(
+        "train", "--agent", "ddpg-adam-plain", "--env", "HalfCheetah-v5", "--total-steps", "200",
+        "--log-dir", str(tmp_path), "--run-name", "run", "--no-progress", *TINY,
+        "--set", "learning_starts=100", "--set", "eval_every=0", "--set", "buffer_size=500",
+        check=True,
+    )  # fmt: skip
+    clip = tmp_path / "clip.mp4"
+    done = run_cli(
+        "eval", str(tmp_path / "run"), "--episodes", "1", "--video", str(clip), "--video-steps",
+        "15", check=True,
+    )  # fmt: skip
+    assert f"wrote {clip} (15 steps," in done.stdout
+    assert clip.read_bytes()[4:8] == b"ftyp"
+
+
+def test_eval_refuses_a_clip_of_no_steps_in_one_line(tmp_path):
+    done = run_cli("eval", str(tmp_path), "--video", "x.mp4", "--video-steps", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "vadam-rl: error: --video-steps must be >= 1, got 0", done.stderr

@@ -84,6 +84,7 @@ def tour_script() -> str:
             command = command.replace("runs/RUN", "runs/ddpg-vadam_HalfCheetah-v5_s0")
             command = command.replace("sb3_model.zip", "hc.zip")  # (an SB3 zip made above)
             command = re.sub(r"--total-steps \d+ ?", "", command)
+            command = re.sub(r"--video-steps \d+", "--video-steps 20", command)
             if command.startswith("vadam-rl train --resume"):
                 command += " --total-steps 450 --no-progress"
             elif command.startswith(("vadam-rl train", "vadam-rl import-sb3")):

@@ -84,6 +84,7 @@ def eval_command(
     episodes: Annotated[int, option("N")] = 10,
     seed: Annotated[int, option("N")] = 0,
     video: Annotated[Path | None, option("MP4", "none")] = None,
+    video_steps: Annotated[int | None, option("N", "the whole episode")] = None,
     device: Annotated[Literal["auto", "cpu", "cuda"], option("DEVICE")] = "auto",
     weights_only: bool = False,
 ) -> None:
@@ -98,6 +99,7 @@ def eval_command(
         episodes: Number of evaluation episodes.
         seed: Seed of the first reset (the same episodes as SB3's evaluate_policy on this seed).
         video: Also record one episode to this .mp4 (needs moviepy; MuJoCo needs MUJOCO_GL=egl).
+        video_steps: Record at most N steps of that episode (a short clip; rl-zoo's -n).
         device: auto (CUDA if present), cpu or cuda.
         weights_only: Read only the zip's tensors: SB3 zips hold pickles, which run code.
     """
@@ -108,6 +110,8 @@ def eval_command(
 
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
+    if video_steps is not None and video_steps < 1:
+        raise UserError(f"--video-steps must be >= 1, got {video_steps}")
     if video is not None:
         check_video_output(video)
     torch_device = resolve_device(device)
@@ -134,8 +138,9 @@ def eval_command(
         f"over {episodes} episodes (seed {seed}, mean length {result.mean_length:.0f})"
     )
     if video is not None:
-        recorded = record_video(actor, env_id, video, seed, torch_device)
-        print(f"wrote {video} (return {recorded.mean_return:.2f})")
+        recorded = record_video(actor, env_id, video, seed, torch_device, max_steps=video_steps)
+        steps = recorded.mean_length
+        print(f"wrote {video} ({steps:.0f} steps, return {recorded.mean_return:.2f})")
 
 
 def _run_dir_actor(run_dir: Path, env_id: str | None) -> tuple[Actor, str, str]:
