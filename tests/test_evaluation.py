@@ -12,11 +12,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_cli
 from stable_baselines3 import DDPG
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from conftest import TINY, run_cli
 from vadam_rl.agent.networks import Actor
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
