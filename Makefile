@@ -49,10 +49,11 @@ train: install
 tensorboard: install
 	$(BIN)/tensorboard --logdir $(LOGDIR)
 
-# Two workers (pytest-xdist): most tests run one torch thread or wait on a subprocess, and
-# the suite's wall time on a 2-core machine drops from ~12 to ~9.5 minutes.
+# Two workers (pytest-xdist): most tests run one torch thread or wait on a subprocess. Each
+# worker takes one test at a time, the expensive ones first (tests/conftest.py), so neither
+# is left alone with a long test at the end.
 test: install
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 $(PYTEST_ARGS)
 
 # Writes bench/results/result.json and result.md; e.g. BENCH_ARGS="--short" or "--device cuda".
 bench: install

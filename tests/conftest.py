@@ -22,6 +22,17 @@ TINY = [
 ]  # fmt: skip
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``expensive`` tests (10 s or more each) first, the others in their usual order.
+
+    ``make test`` runs two xdist workers that take one test at a time
+    (``--maxschedchunk 1``), so the long tests start at once on both and the short ones fill
+    the gaps; in file order the last long test kept one worker busy for minutes while the
+    other had nothing left to do.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("expensive") is None)
+
+
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "egl")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import cli_env
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
@@ -27,6 +28,7 @@ def load_bench():
     return module
 
 
+@pytest.mark.expensive
 def test_short_run_writes_a_complete_sane_result(tmp_path: Path):
     # One test for the one (minute-long) run: under pytest-xdist, tests sharing a fixture can
     # land in different workers and would each pay for it.

@@ -19,6 +19,7 @@ SB3_TAGS = {
 }  # fmt: skip
 
 
+@pytest.mark.expensive
 def test_halfcheetah_run_writes_tensorboard_config_and_checkpoint(tmp_path: Path):
     run_cli(
         "train", "--agent", "ddpg-vadam", "--env", "HalfCheetah-v5", "--total-steps", "3000",
@@ -44,6 +45,7 @@ def test_halfcheetah_run_writes_tensorboard_config_and_checkpoint(tmp_path: Path
     assert json.loads((run / "summary.json").read_text())["finished"] is True
 
 
+@pytest.mark.expensive
 def test_a_trained_runs_zips_load_in_sb3_and_act_like_its_policies(tmp_path: Path):
     run_cli(
         "train", "--agent", "ddpg-vadam", "--env", "HalfCheetah-v5", "--total-steps", "2000",
@@ -86,6 +88,7 @@ def final_weights(run: Path, step: int) -> dict:
     return torch.load(run / "policies" / f"step_{step}.pt", weights_only=True)
 
 
+@pytest.mark.expensive
 def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path: Path):
     run_cli(*pendulum_args(tmp_path, "whole", steps=3000), check=True)
     log = tmp_path / "killed.log"
@@ -115,6 +118,7 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(tmp_path: Path):
         assert all(torch.equal(whole[key][n], killed[key][n]) for n in whole[key])
 
 
+@pytest.mark.expensive
 def test_a_run_being_trained_is_not_resumed_by_a_second_process(tmp_path: Path):
     log = tmp_path / "busy.log"
     process = popen_cli(*pendulum_args(tmp_path, "busy", steps=1_000_000), log=log)
@@ -131,6 +135,7 @@ def test_a_run_being_trained_is_not_resumed_by_a_second_process(tmp_path: Path):
         process.wait()
 
 
+@pytest.mark.expensive
 def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path: Path):
     log = tmp_path / "run.log"
     process = popen_cli(*pendulum_args(tmp_path, "stopped", steps=100_000), log=log)
@@ -236,6 +241,7 @@ def test_resume_of_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+@pytest.mark.expensive
 def test_a_rejected_resume_changes_nothing_in_the_run_dir(tmp_path: Path):
     run_cli(*pendulum_args(tmp_path, "run", steps=1000), check=True)
     run = tmp_path / "run"
@@ -282,6 +288,7 @@ def test_agents_lists_every_preset():
         assert name in result.stdout
 
 
+@pytest.mark.expensive
 def test_a_run_uses_one_thread_unless_told_otherwise(tmp_path: Path, monkeypatch):
     """One thread by default (OpenMP threads that wait for each other stall beside other
     work); OMP_NUM_THREADS, then --threads, override it. Printed where the run starts."""

@@ -80,6 +80,7 @@ def job(runs_dir: Path, preset: str = "ddpg-vadam", seed: int = 0) -> Job:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.expensive
 def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path: Path):
     log = tmp_path / "compare.log"
     runs_dir = tmp_path / "grid"
@@ -114,6 +115,7 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path: Path):
     assert "ddpg-vadam − ddpg-adam-plain" in result.stdout  # the table, printed
 
 
+@pytest.mark.expensive
 def test_population_grid_trains_each_presets_seeds_in_one_process_and_extends_them(
     tmp_path: Path,
 ):
@@ -133,6 +135,7 @@ def test_population_grid_trains_each_presets_seeds_in_one_process_and_extends_th
         assert _finished_steps(tmp_path / name) == 800
 
 
+@pytest.mark.expensive
 def test_a_population_groups_only_runs_that_resume_from_the_same_step(tmp_path: Path):
     base = grid_args(tmp_path, steps=600)
     base = [a for a in base if a not in PRESETS and a != "--presets"]
@@ -148,6 +151,7 @@ def test_a_population_groups_only_runs_that_resume_from_the_same_step(tmp_path: 
         assert "--resume" in sessions(tmp_path, name)[-1]
 
 
+@pytest.mark.expensive
 def test_population_runs_land_where_compare_looks_for_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -236,6 +240,7 @@ def wait_until_running(runs_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("stop", STOPS)
+@pytest.mark.expensive
 def test_a_stopped_grid_checkpoints_every_run_and_leaves_no_process(stop: str, tmp_path: Path):
     log, runs_dir, names = tmp_path / "compare.log", tmp_path / "grid", RUNNING
     process = popen_cli(*grid_args(runs_dir, "--presets", "ddpg-vadam", steps=100_000), log=log)
@@ -254,6 +259,7 @@ def test_a_stopped_grid_checkpoints_every_run_and_leaves_no_process(stop: str, t
         os.killpg(process.pid, 0)
 
 
+@pytest.mark.expensive
 def test_runs_stop_with_a_checkpoint_when_compare_is_killed_outright(tmp_path: Path):
     log, runs_dir, names = tmp_path / "compare.log", tmp_path / "grid", RUNNING
     process = popen_cli(*grid_args(runs_dir, "--presets", "ddpg-vadam", steps=100_000), log=log)
@@ -325,6 +331,7 @@ def test_rerunning_a_finished_grid_trains_nothing(tmp_path: Path):
     assert (tmp_path / "report" / "results.md").is_file()
 
 
+@pytest.mark.expensive
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path: Path):
     broken = tmp_path / "ddpg-vadam_Pendulum-v1_s1"
     broken.mkdir()
@@ -437,6 +444,7 @@ def test_the_script_is_the_same_command():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.expensive
 def test_ray_grid_trains_every_preset_and_seed_on_a_local_ray_instance(tmp_path: Path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'vadam-rl[ray]')")
     result = run_cli(*grid_args(tmp_path, "--backend", "ray", steps=1000), timeout=400, check=True)

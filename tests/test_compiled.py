@@ -160,6 +160,7 @@ def compiled_twins(config: TrainConfig, agents: int = 1):
 # Single-agent Vadam compiled is what the reload test below runs; each case costs a
 # compilation (15-30 s), so the suite keeps two.
 @pytest.mark.parametrize(("actor_optimizer", "agents"), [("adam", 1), ("vadam", 3)])
+@pytest.mark.expensive
 def test_the_compiled_update_is_one_graph_equal_to_the_eager_update(actor_optimizer, agents):
     """Critic (Adam), actor (Adam, or Vadam with its weight noise), Polyak: one graph."""
     from torch._dynamo.utils import counters  # no public "what was compiled" query
@@ -180,6 +181,7 @@ def test_the_compiled_update_is_one_graph_equal_to_the_eager_update(actor_optimi
     assert counters["stats"]["unique_graphs"] == 1  # the first update ran eagerly
 
 
+@pytest.mark.expensive
 def test_a_reloaded_compiled_agent_continues_bit_identically():
     """What a resumed run relies on: after ``load_state_dict`` the next compiled updates are
     the ones the original agent takes (the reload is compiled from its first update)."""
@@ -198,6 +200,7 @@ def test_a_reloaded_compiled_agent_continues_bit_identically():
     assert all(torch.equal(mine[key], theirs[key]) for key in theirs)
 
 
+@pytest.mark.expensive
 def test_optimizers_without_a_graph_step_compile_the_gradients_only():
     config = make_config("vadagrad", action_layer=1)
     eager, compiled = compiled_twins(config)

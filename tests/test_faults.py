@@ -24,6 +24,7 @@ def one_line_without_traceback(output: str) -> str:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.expensive
 def test_a_signal_during_start_up_is_one_line_and_the_same_command_starts_again(
     tmp_path: Path, signum: int
 ):
@@ -42,6 +43,7 @@ def test_a_signal_during_start_up_is_one_line_and_the_same_command_starts_again(
     assert layout.is_finished(tmp_path / "early")
 
 
+@pytest.mark.expensive
 def test_a_second_signal_while_the_first_is_honoured_still_ends_in_one_line(tmp_path: Path):
     # Ctrl-C on a grid: the run gets SIGINT from the terminal, then SIGTERM from compare.
     log = tmp_path / "run.log"
@@ -145,6 +147,7 @@ def test_a_malformed_module_env_id_is_one_user_error(env_id: str):
         make_env(env_id)
 
 
+@pytest.mark.expensive
 def test_a_loss_that_diverges_before_the_first_checkpoint_says_none_is_kept(tmp_path: Path):
     result = run_cli(
         *pendulum_args(tmp_path, "early", steps=5000, checkpoint_every=5000),
@@ -156,6 +159,7 @@ def test_a_loss_that_diverges_before_the_first_checkpoint_says_none_is_kept(tmp_
     assert rerun.returncode == 0, rerun.stderr
 
 
+@pytest.mark.expensive
 def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path):
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
@@ -200,6 +204,7 @@ def _files(run: Path) -> list[tuple[str, int]]:
     return sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".lock")
 
 
+@pytest.mark.expensive
 def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(tmp_path: Path):
     import shutil
 
@@ -219,6 +224,7 @@ def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(tmp_path: Path):
         assert _files(run) == before, name
 
 
+@pytest.mark.expensive
 def test_a_damaged_checkpoint_in_a_population_is_one_line_and_changes_nothing(tmp_path: Path):
     """A population resumes every agent through the single-run loader and its checks."""
     import torch
@@ -268,6 +274,7 @@ def _assert_stopped_by_a_full_disk(stderr: str, run: Path, checkpoint: bytes) ->
     assert not [p for p in run.rglob("*") if layout._is_temp_file(p.name)]
 
 
+@pytest.mark.expensive
 def test_a_full_disk_is_one_line_keeps_the_checkpoint_and_the_run_resumes(
     tmp_path: Path, monkeypatch, capsys
 ):
@@ -321,6 +328,7 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
+@pytest.mark.expensive
 def test_a_really_full_disk_is_one_line_and_the_run_resumes_once_space_is_back(small_disk):
     run_cli(*pendulum_args(small_disk, "run", steps=600), check=True)
     run = small_disk / "run"

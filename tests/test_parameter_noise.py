@@ -362,6 +362,7 @@ def kill_args(preset: str, log_dir: Path, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("preset", ["ddpg-param-noise", "ddpg-noisynet", "ddpg-vadam-adaptive"])
+@pytest.mark.expensive
 def test_a_run_killed_outright_resumes_bit_for_bit(preset: str, tmp_path: Path):
     run_cli(*kill_args(preset, tmp_path, "whole"), check=True)
     log = tmp_path / "killed.log"
@@ -418,6 +419,7 @@ def test_a_noisy_net_runs_model_zip_acts_as_its_mean_actor_in_sb3(tmp_path: Path
     assert_sb3_matches(run_dir / "model.zip", actor, "Pendulum-v1", episodes=1, n_obs=200)
 
 
+@pytest.mark.expensive
 def test_a_layer_norm_run_exports_to_onnx_and_refuses_an_sb3_zip_with_one_line(
     tmp_path: Path, capsys
 ):

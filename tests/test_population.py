@@ -59,6 +59,7 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("preset", ["ddpg-vadam", "ddpg-adam", "ddpg-param-noise"])
+@pytest.mark.expensive
 def test_population_of_three_trains_like_three_single_runs(preset: str, tmp_path: Path):
     # The whole loop, as a user runs it. Batched float32 matmuls reassociate sums, and 1000
     # updates of an RL loop amplify that machine-dependently (AVX2 vs AVX-512 kernels), so

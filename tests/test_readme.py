@@ -99,6 +99,7 @@ def tour_script() -> str:
     return "set -euo pipefail\n" + "\n".join(f"echo '$ {c}'\n{c}" for c in commands) + "\n"
 
 
+@pytest.mark.expensive
 def test_the_tour_pasted_in_order_into_a_fresh_shell_works(tmp_path: Path):
     script = tour_script()
     assert script.count("vadam-rl ") >= 14, script  # (the tour's commands were all found)

@@ -24,6 +24,7 @@ def learning_run(agent: str, log_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.expensive
 def test_each_exploration_family_learns_pendulum_within_ten_thousand_steps(tmp_path: Path):
     # The runs go to CLI processes at once: the suite's other tests leave the second core
     # idle, and this is its slowest check.
