@@ -228,7 +228,14 @@ def test_eval_records_a_clip_of_video_steps_from_the_cli(tmp_path):
     assert clip.read_bytes()[4:8] == b"ftyp"
 
 
-def test_eval_refuses_a_clip_of_no_steps_in_one_line(tmp_path):
-    done = run_cli("eval", str(tmp_path), "--video", "x.mp4", "--video-steps", "0")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--video", "x.mp4", "--video-steps", "0"], "--video-steps must be >= 1, got 0"),
+        (["--video-steps", "20"], "--video-steps needs --video FILE.mp4"),
+    ],
+)
+def test_eval_refuses_a_clip_it_cannot_record_in_one_line(tmp_path, args, message):
+    done = run_cli("eval", str(tmp_path), *args)
     assert done.returncode == 2
-    assert done.stderr.strip() == "vadam-rl: error: --video-steps must be >= 1, got 0", done.stderr
+    assert done.stderr.strip() == f"vadam-rl: error: {message}", done.stderr

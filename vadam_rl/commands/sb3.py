@@ -110,6 +110,8 @@ def eval_command(
 
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
+    if video_steps is not None and video is None:
+        raise UserError("--video-steps needs --video FILE.mp4")
     if video_steps is not None and video_steps < 1:
         raise UserError(f"--video-steps must be >= 1, got {video_steps}")
     if video is not None:
