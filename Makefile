@@ -50,8 +50,8 @@ tensorboard: install
 	$(BIN)/tensorboard --logdir $(LOGDIR)
 
 # Two workers (pytest-xdist): most tests run one torch thread or wait on a subprocess. Each
-# worker takes one test at a time, the expensive ones first (tests/conftest.py), so neither
-# is left alone with a long test at the end.
+# worker holds at most two tests at a time, the expensive ones first (tests/conftest.py), so
+# neither is left alone with a long test at the end.
 test: install
 	$(BIN)/python -m pytest -q -n 2 --maxschedchunk 1 $(PYTEST_ARGS)
 

@@ -25,7 +25,7 @@ TINY = [
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The ``expensive`` tests (10 s or more each) first, the others in their usual order.
 
-    ``make test`` runs two xdist workers that take one test at a time
+    ``make test`` runs two xdist workers that hold at most two tests at a time
     (``--maxschedchunk 1``), so the long tests start at once on both and the short ones fill
     the gaps; in file order the last long test kept one worker busy for minutes while the
     other had nothing left to do.

@@ -209,6 +209,7 @@ def test_mujocos_deprecation_of_gymnasiums_own_xml_is_silenced_and_nothing_else(
     assert "WARNING: Nan, Inf or huge value in QACC" in done.stderr
 
 
+@pytest.mark.expensive
 def test_eval_records_a_clip_of_video_steps_from_the_cli(tmp_path):
     pytest.importorskip("moviepy", reason="recording needs moviepy (pip install 'vadam-rl[video]')")
     if not egl_renders():
