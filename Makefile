@@ -6,6 +6,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# Where torch comes from: empty is the default index (PyPI: on Linux x86_64 the CUDA build,
+# with its CUDA packages); e.g. https://download.pytorch.org/whl/cpu for PyTorch's CPU-only wheels.
+TORCH_INDEX ?=
 AGENT ?= ddpg-vadam
 ENV ?= HalfCheetah-v5
 STEPS ?= 100000
@@ -26,7 +29,7 @@ $(BIN)/python:
 
 # Torch goes in first, pinned, so the package's unpinned `torch>=2.3` finds it satisfied.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
