@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
+import traceback
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from vadam_rl.errors import UserError
+from vadam_rl.errors import UserCodeError, UserError
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
@@ -24,31 +27,90 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
             raise UserError(f"environment {env_id!r}: expected module:EnvName-v0 (absolute module)")
         try:
             importlib.import_module(module)
-        except ImportError as err:
-            raise UserError(f"cannot import {module!r} for environment {env_id!r}: {err}") from None
+        except Exception as err:
+            missing = isinstance(err, ModuleNotFoundError) and err.name is not None
+            if missing and f"{module}.".startswith(f"{err.name}."):  # no such module
+                raise UserError(
+                    f"cannot import {module!r} for environment {env_id!r}: {err}"
+                ) from None
+            raise _their_error(f"importing {module!r} for environment {env_id!r}", err) from None
     try:
         return gym.spec(name if colon else env_id)
     except gym.error.Error:
-        close = [known for known in gym.registry if env_id.split("-")[0].lower() in known.lower()]
-        hint = f"; did you mean {', '.join(sorted(close)[:5])}?" if close else ""
+        close = closest_ids(env_id, list(gym.registry))
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown environment id {env_id!r}{hint}") from None
+
+
+def closest_ids(env_id: str, known: list[str], count: int = 5) -> list[str]:
+    """The ``count`` registered ids most like ``env_id`` (``Pendulum-v2``: ``Pendulum-v1``
+    first), among those that share its name or read much like it."""
+    name = env_id.split("-")[0].lower()
+
+    def similarity(other: str) -> float:
+        return difflib.SequenceMatcher(None, env_id.lower(), other.lower()).ratio()
+
+    candidates = [other for other in known if name in other.lower() or similarity(other) >= 0.7]
+    return sorted(candidates, key=lambda other: (-similarity(other), other))[:count]
 
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """One gymnasium env with a bounded Box action space and a flat Box observation space."""
-    check_env_id(env_id)
+    spec = check_env_id(env_id)
     quiet_mujoco_deprecations()
+    # As gymnasium.make makes it: an env class need not take a render_mode it was not asked for.
+    asked = {} if render_mode is None else {"render_mode": render_mode}
     try:
-        env = gym.make(env_id, render_mode=render_mode)
+        env = gym.make(env_id, **asked)
     except gym.error.DependencyNotInstalled as err:
         raise UserError(f"environment {env_id!r} needs a missing dependency: {err}") from None
-    except (RuntimeError, AttributeError, ImportError) as err:
+    except Exception as err:
+        if _is_theirs(spec) and _their_frames(err):
+            raise _their_error(f"creating environment {env_id!r}", err) from None
+        if not isinstance(err, (RuntimeError, AttributeError, ImportError)):
+            raise
         # `import mujoco` fails this way when MUJOCO_GL names a backend that isn't installed.
         gl = os.environ.get("MUJOCO_GL")
         hint = f" (MUJOCO_GL={gl!r}: try MUJOCO_GL=egl or unset it)" if gl else ""
         raise UserError(f"cannot create environment {env_id!r}: {err}{hint}") from None
     check_spaces(env_id, env.observation_space, env.action_space)
     return env
+
+
+def _is_theirs(spec: gym.envs.registration.EnvSpec) -> bool:
+    """Whether the env's class is the user's (or another package's), not gymnasium's."""
+    entry = spec.entry_point
+    module = entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+    return not (module or "").startswith("gymnasium.")
+
+
+_NOT_THEIRS = (
+    str(Path(gym.__file__).parent),
+    str(Path(__file__).parent),
+    str(Path(importlib.__file__).parent),
+    "<frozen importlib",
+)
+
+
+def _their_frames(err: BaseException) -> traceback.StackSummary:
+    """The frames of ``err``'s traceback that are the user's code: from the first frame that
+    is neither vadam-rl's, gymnasium's nor the import machinery's."""
+    frames = traceback.extract_tb(err.__traceback__)
+    for start, frame in enumerate(frames):
+        if not frame.filename.startswith(_NOT_THEIRS):
+            return traceback.StackSummary.from_list(frames[start:])
+    return traceback.StackSummary.from_list([])
+
+
+def _their_error(doing: str, err: BaseException) -> UserError:
+    """``doing`` raised in the user's code: one line, with the traceback of their code."""
+    frames = _their_frames(err)
+    line = f"{doing} raised {type(err).__name__}: {err}"
+    if not frames:
+        return UserError(line)
+    heading = "Traceback (most recent call last), your code only:\n"
+    trace = "".join([heading, *frames.format(), *traceback.format_exception_only(err)])
+    return UserCodeError(f"{line} (its traceback follows)", trace)
 
 
 # Deprecations MuJoCo warns about in the XML files gymnasium ships (not the user's to fix):

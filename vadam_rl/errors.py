@@ -13,6 +13,15 @@ class UserError(Exception):
     """
 
 
+class UserCodeError(UserError):
+    """The user's own code (their environment module or class) raised: one line, then
+    ``trace``, the traceback of their code alone (our frames and gymnasium's left out)."""
+
+    def __init__(self, message: str, trace: str) -> None:
+        super().__init__(message)
+        self.trace = trace
+
+
 class NonFiniteError(RuntimeError):
     """A loss or weight became NaN/inf; the last good checkpoint is kept.
 

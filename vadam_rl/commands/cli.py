@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from vadam_rl import signals
-from vadam_rl.errors import Crashed, Interrupted, NonFiniteError, UserError
+from vadam_rl.errors import Crashed, Interrupted, NonFiniteError, UserCodeError, UserError
 
 
 def commands() -> dict[str, Callable[..., object]]:
@@ -93,6 +93,8 @@ def _main(args: list[str]) -> None:
             run_train(parsed)
     except (UserError, ConfigError) as err:
         print(f"vadam-rl: error: {one_line(str(err))}", file=sys.stderr)
+        if isinstance(err, UserCodeError):  # (their code raised: they need its traceback)
+            print(err.trace, end="", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as err:
         if err.filename is None:  # (not a path the user gave us, or their file system)
