@@ -3,7 +3,7 @@
 The same command as ``vadam-rl compare`` (the logic lives in ``vadam_rl.commands.compare``);
 every flag is overridable, e.g. a budget that fits a laptop:
 
-    python scripts/compare_halfcheetah.py --total-steps 100000 --seeds 3
+    python scripts/compare_halfcheetah.py --total-steps 100000 --num-seeds 3
 
 Rerun the same command to continue an interrupted grid.
 """

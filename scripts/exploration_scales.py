@@ -9,7 +9,7 @@ replayed states, which it steers to ``target_action_distance``), ``explore/scale
 ``posterior/at_floor_fraction`` and the last evaluation's return. The grid it was written for:
 
     vadam-rl compare --presets ddpg-vadam ddpg-vadam-adaptive ddpg-param-noise \\
-        ddpg-noisynet ddpg-adam --seeds 1 --total-steps 20000 --runs-dir RUNS_DIR --no-report
+        ddpg-noisynet ddpg-adam --num-seeds 1 --total-steps 20000 --runs-dir RUNS_DIR --no-report
     python scripts/exploration_scales.py RUNS_DIR --at 1000 5000 10000 20000
 """
 

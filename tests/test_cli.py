@@ -201,6 +201,11 @@ BAD_INPUT = {
     "negative seed": (["--seed", "-1"], "seed must be in [0, 2**63)"),
     "huge seed": (["--seed", str(2**64)], "seed must be in [0, 2**63)"),
     "run name escapes": (["--run-name", "../../x"], "must be a plain folder name"),
+    "learning never starts": (
+        ["--agent", "ddpg-vadam-zoo", "--total-steps", "2000"],
+        "total_steps 2000 ends before learning starts (learning_starts 10000)",
+    ),
+    "seeds and num-seeds": (["--seeds", "0-1", "--num-seeds", "2"], "not both"),
     "resume with --set": (["--resume", "somewhere", "--set", "batch_size=3"], "--set cannot"),
     "resume with --seed": (["--resume", "somewhere", "--seed", "3"], "--seed cannot"),
     "resume with --log-dir": (["--resume", "somewhere"], "--log-dir cannot change it"),

@@ -35,7 +35,7 @@ RUN_NAMES = sorted(f"{p}_Pendulum-v1_s{s}" for p in PRESETS for s in (0, 1))
 
 def grid_args(runs_dir: Path, *extra: str, steps: int = 2000, workers: int = 2) -> list[str]:
     return [
-        "compare", "--presets", *PRESETS, "--seeds", "2", "--env", "Pendulum-v1",
+        "compare", "--presets", *PRESETS, "--num-seeds", "2", "--env", "Pendulum-v1",
         "--total-steps", str(steps), "--runs-dir", str(runs_dir), "--workers", str(workers),
         "--device", "cpu", *QUICK, *extra,
     ]  # fmt: skip
@@ -140,9 +140,9 @@ def test_a_population_groups_only_runs_that_resume_from_the_same_step(tmp_path: 
     base = grid_args(tmp_path, steps=600)
     base = [a for a in base if a not in PRESETS and a != "--presets"]
     args = ["--presets", "ddpg-adam-plain", "--no-report"]
-    run_cli(*base, *args, "--seed-list", "0", check=True)  # seed 0 stops at 600,
+    run_cli(*base, *args, "--seeds", "0", check=True)  # seed 0 stops at 600,
     longer = [a if a != "600" else "800" for a in base]
-    run_cli(*longer, *args, "--seed-list", "1", check=True)  # seed 1 at 800
+    run_cli(*longer, *args, "--seeds", "1", check=True)  # seed 1 at 800
     longest = [a if a != "600" else "1000" for a in base]
     run_cli(*longest, *args, "--population", "on", check=True)  # a population could not
     for seed in (0, 1):  # resume both: it trains in lockstep, so each resumes on its own
@@ -156,12 +156,12 @@ def test_population_runs_land_where_compare_looks_for_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     # A namespaced env id (its "/" nested the population's run directories one level too
-    # deep, so every rerun started afresh) and a seed listed twice (it made `--seeds 0,1,0`).
+    # deep, so every rerun started afresh).
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     base = grid_args(tmp_path, steps=300)
     base = [a for a in base if a not in PRESETS and a != "--presets"]
     base[base.index("Pendulum-v1")] = "namespaced_env:vadam-test/Pendulum-v1"
-    args = [*base, "--presets", "ddpg-adam-plain", "--seed-list", "0", "1", "0"]
+    args = [*base, "--presets", "ddpg-adam-plain", "--seeds", "0-1"]
     run_cli(*args, "--population", "on", "--no-report", check=True)
     names = [f"ddpg-adam-plain_namespaced_env:vadam-test-Pendulum-v1_s{s}" for s in (0, 1)]
     assert finished_runs(tmp_path) == names
@@ -372,7 +372,7 @@ def test_a_run_dir_trained_with_other_settings_is_refused(tmp_path: Path):
     (run_dir / layout.CHECKPOINT).write_bytes(b"")
     with pytest.raises(UserError, match="batch_size: 32 there, 64 here"):
         compare_command(
-            presets=["ddpg-vadam"], seeds=1, env="Pendulum-v1", total_steps=2000,
+            presets=["ddpg-vadam"], num_seeds=1, env="Pendulum-v1", total_steps=2000,
             runs_dir=tmp_path, set=OVERRIDES, device="cpu", report=False,
         )  # fmt: skip
     assert not (tmp_path / "logs").exists()
@@ -435,7 +435,7 @@ def test_the_script_is_the_same_command():
         timeout=120,
     )
     assert result.returncode == 0
-    for flag in ("--with-vadagrad", "--backend", "--seed-list", "--total-steps", "--set"):
+    for flag in ("--with-vadagrad", "--backend", "--num-seeds", "--total-steps", "--set"):
         assert flag in result.stdout
 
 

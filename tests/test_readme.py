@@ -93,7 +93,7 @@ def tour_script() -> str:
                 tiny = TINY_TRAINING.replace("--total-steps 300 --no-progress ", "")
                 # (one default preset beside those the command adds: the others train
                 # through the same code, and each run is a process of its own)
-                command += " --presets ddpg-adam-plain --seeds 1 --total-steps 300 " + tiny
+                command += " --presets ddpg-adam-plain --num-seeds 1 --total-steps 300 " + tiny
             commands.append(command)
     commands += re.findall(r"`(vadam-rl report [^`]+)`", TOUR)  # (told in the text)
     return "set -euo pipefail\n" + "\n".join(f"echo '$ {c}'\n{c}" for c in commands) + "\n"

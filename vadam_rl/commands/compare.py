@@ -43,7 +43,7 @@ import yaml
 
 from vadam_rl import run_dir as layout
 from vadam_rl.commands.options import option
-from vadam_rl.commands.train import PARENT_ENV
+from vadam_rl.commands.train import PARENT_ENV, check_learning_happens, seed_values
 from vadam_rl.config import (
     MAX_TOTAL_STEPS,
     apply_overrides,
@@ -176,6 +176,7 @@ def plan_grid(
             config.device = device  # type: ignore[assignment]
             apply_overrides(config, list(overrides))
             check_optimizers(config)
+            check_learning_happens(config, list(overrides))
             job = Job(
                 preset,
                 seed,
@@ -504,8 +505,8 @@ def _print_outcome(outcome: Outcome, done: int, total: int) -> None:
 
 def compare_command(
     presets: Annotated[list[str], option("PRESET")] = list(DEFAULT_PRESETS),  # noqa: B006 - tyro reads it, never mutated
-    seeds: Annotated[int, option("N")] = 5,
-    seed_list: Annotated[list[int] | None, option("SEED", "0 .. N-1 from --seeds")] = None,
+    seeds: Annotated[str | None, option("LIST", "0-4")] = None,
+    num_seeds: Annotated[int | None, option("N", "5")] = None,
     env: Annotated[str, option("ENV_ID")] = "HalfCheetah-v5",
     total_steps: Annotated[int, option("N")] = 1_000_000,
     runs_dir: Annotated[Path, option("DIR")] = Path("runs/compare"),
@@ -530,8 +531,8 @@ def compare_command(
 
     Args:
         presets: Agent presets to compare (see `vadam-rl agents`).
-        seeds: Number of seeds: 0, 1, ..., seeds-1.
-        seed_list: Explicit seeds instead (e.g. --seed-list 5 6 7).
+        seeds: The seeds, as for train: 0-4, 0,2,7 or 3 (a list of one).
+        num_seeds: Seeds 0, 1, ..., N-1 instead (--num-seeds 5 is --seeds 0-4).
         env: Gymnasium env id.
         total_steps: Environment steps per run.
         runs_dir: Folder of the grid's run directories (and logs/, report/).
@@ -550,8 +551,8 @@ def compare_command(
     chosen = list(
         dict.fromkeys([*presets, *_extra_presets(with_noisynet, with_vadagrad, with_adam_explore)])
     )
-    seed_values = list(dict.fromkeys(seed_list)) if seed_list is not None else list(range(seeds))
-    if not chosen or not seed_values:
+    seed_list = seed_values(seeds, num_seeds, default=5)
+    if not chosen:
         raise UserError("the grid is empty: give at least one preset and one seed")
     if not 0 < total_steps <= MAX_TOTAL_STEPS:
         raise UserError(f"total_steps must be in [1, {MAX_TOTAL_STEPS:.0e}], got {total_steps}")
@@ -564,7 +565,7 @@ def compare_command(
         if not torch.cuda.is_available():
             raise UserError("--device cuda was asked for, but this machine has no CUDA device")
     runs_dir = runs_dir.absolute()
-    jobs = plan_grid(chosen, seed_values, env, total_steps, runs_dir, set, device)
+    jobs = plan_grid(chosen, seed_list, env, total_steps, runs_dir, set, device)
     todo = [job for job in jobs if run_state(job) != "finished"]
     _print_plan(jobs, todo, backend, workers, runs_dir)
 

@@ -46,8 +46,11 @@ class TrainArgs:
     """Gymnasium env id with a Box action space."""
     seed: Annotated[int | None, option("N", "the preset's, 0")] = None
     """Random seed."""
-    seeds: Annotated[str | None, option("SEEDS", "one seed")] = None
-    """Train several seeds as one population in this process (0-4, 0,2,7), a run dir each."""
+    seeds: Annotated[str | None, option("LIST", "one seed")] = None
+    """Train these seeds as one population in this process, a run dir each: 0-4, 0,2,7 or
+    3 (a list of one)."""
+    num_seeds: Annotated[int | None, option("N", "one seed")] = None
+    """Train seeds 0, 1, ..., N-1 as one population (--num-seeds 5 is --seeds 0-4)."""
     total_steps: Annotated[int | None, option("N", "the preset's")] = None
     """Environment steps to train for."""
     log_dir: Annotated[Path | None, option("DIR", "runs")] = None
@@ -155,7 +158,7 @@ def _plan(args: TrainArgs) -> tuple[list[TrainConfig], list[Path], dict | None] 
     if args.resume is not None:
         if not args.resume:
             raise UserError("--resume needs a run directory")
-        if args.seeds is not None:
+        if args.seeds is not None or args.num_seeds is not None:
             raise UserError("--seeds and --resume do not go together (the runs have theirs)")
         resumed = [_resume_config(d, args.total_steps, args.device) for d in args.resume]
         configs = [config for config in resumed if config is not None]
@@ -165,12 +168,13 @@ def _plan(args: TrainArgs) -> tuple[list[TrainConfig], list[Path], dict | None] 
             raise UserError("some of these runs are finished and some not: resume them one by one")
         return configs, list(args.resume), None
     seeds: list[int | None] = [args.seed]
-    if args.seeds is not None:
+    several = args.seeds is not None or args.num_seeds is not None
+    if several:
         if isinstance(args, ImportArgs):
             raise UserError("import-sb3 starts one run; --seeds is not supported there")
         if args.seed is not None:
-            raise UserError("give either --seed or --seeds, not both")
-        seeds = list(parse_seeds(args.seeds))
+            raise UserError("give one of --seed, --seeds and --num-seeds, not several")
+        seeds = list(seed_values(args.seeds, args.num_seeds))
     imported = _read_import(args) if isinstance(args, ImportArgs) else None
     # The env's overrides of the preset apply to an imported policy's env too.
     env = imported.env_id if imported is not None and args.env is None else args.env
@@ -181,11 +185,28 @@ def _plan(args: TrainArgs) -> tuple[list[TrainConfig], list[Path], dict | None] 
             initial_policy = _apply_import(imported, config, args.env)
         with_options(config, args, seed)
         name = args.run_name
-        if args.seeds is not None and name is not None:
+        if several and name is not None:
             name = f"{name}_s{seed}"
         configs.append(config)
         run_dirs.append(_new_run_dir(args.log_dir or Path("runs"), name, config))
     return configs, run_dirs, initial_policy
+
+
+def seed_values(seeds: str | None, num_seeds: int | None, default: int = 1) -> list[int]:
+    """The seeds that ``--seeds LIST`` or ``--num-seeds N`` name (``train`` and ``compare``
+    alike); neither: 0, ..., ``default``-1."""
+    if seeds is not None and num_seeds is not None:
+        raise UserError("give either --seeds LIST or --num-seeds N, not both")
+    if seeds is not None:
+        return parse_seeds(seeds)
+    count = default if num_seeds is None else num_seeds
+    if not 1 <= count <= MAX_SEEDS:
+        raise UserError(f"--num-seeds must be in [1, {MAX_SEEDS}], got {count}")
+    return list(range(count))
+
+
+MAX_SEEDS = 10_000
+"""More seeds than anyone trains in one command: a typo, refused before a list is built."""
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -197,9 +218,13 @@ def parse_seeds(spec: str) -> list[int]:
             first, last = int(low), int(high) if dash else int(low)
             if last < first:
                 raise ValueError
+            if len(seeds) + last - first >= MAX_SEEDS:
+                raise UserError(f"--seeds {spec!r} names more than {MAX_SEEDS} seeds")
             seeds += range(first, last + 1)
     except ValueError:
-        raise UserError(f"--seeds {spec!r}: expected a list like 0-4 or 0,2,7") from None
+        raise UserError(
+            f"--seeds {spec!r}: expected seeds like 0-4, 0,2,7 or 3 (--num-seeds N counts them)"
+        ) from None
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {spec!r} names a seed twice")
     return seeds
@@ -229,7 +254,23 @@ def with_options(config: TrainConfig, args: TrainArgs, seed: int | None) -> Trai
         config.device = args.device
     apply_overrides(config, list(args.set))
     check_optimizers(config)
+    check_learning_happens(config, args.set)
     return config
+
+
+def check_learning_happens(config: TrainConfig, overrides: list[str]) -> None:
+    """A budget that ends before ``learning_starts`` trains nothing, which is refused unless
+    ``--set learning_starts=N`` says it is meant (SB3's ``learn`` runs such a budget
+    silently; a preset's learning_starts, 10,000 in rl-zoo's, is easy to forget)."""
+    if config.total_steps > config.learning_starts:
+        return
+    if any(override.partition("=")[0].strip() == "learning_starts" for override in overrides):
+        return
+    raise UserError(
+        f"total_steps {config.total_steps} ends before learning starts (learning_starts "
+        f"{config.learning_starts}): the run would learn nothing; train for more steps, or "
+        f"set learning_starts (--set learning_starts={config.learning_starts} runs it anyway)"
+    )
 
 
 def refuse_what_a_resume_ignores(args: TrainArgs) -> None:
