@@ -31,6 +31,7 @@ from torch import nn
 from vadam_rl.agent.optimizers import _BUILDERS, build_optimizer
 from vadam_rl.config import OptimizerConfig, list_presets, load_preset
 from vadam_rl.optim import (
+    VOGN,
     AdamExplore,
     VadaGrad,
     Vadam,
@@ -325,6 +326,10 @@ EXPECTED = {
     # IVON's precision ess * (hess + weight_decay) read as N*h + lambda: see the factory.
     "ivon": (None, dict(lr=0.0123, ess=50.0, hess_init=7.0 / 50.0, beta1=0.8, beta2=0.95,
                         weight_decay=0.3 / 50.0)),
+    # precision_floor c as VOGN's damping c/N (its contract is tested in test_optim_vogn.py:
+    # its closure hands over per-example curvature, which the closures here do not).
+    "vogn": (VOGN, dict(lr=0.0123, betas=(0.8, 0.95), prior_precision=0.3, train_set_size=50.0,
+                        init_precision=7.0, damping=2.0 / 50.0)),
 }  # fmt: skip
 
 
@@ -362,7 +367,7 @@ def test_ivon_from_the_factory_starts_at_precision_init_precision_plus_prior():
 
 
 def test_an_unknown_name_raises_a_value_error_listing_the_valid_names():
-    valid = "adam, vadam, vadagrad, vprop, ivon, adam-explore"
+    valid = "adam, vadam, vadagrad, vprop, ivon, adam-explore, vogn"
     with pytest.raises(ValueError, match=rf"Invalid optimizer name: 'sgd' \(valid: {valid}\)"):
         build_optimizer(fresh_params(), OptimizerConfig(name="sgd"))  # type: ignore[arg-type]
 

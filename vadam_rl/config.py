@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A preset or override that does not fit ``TrainConfig``."""
 
 
-OptimizerName = Literal["adam", "vadam", "vadagrad", "vprop", "ivon", "adam-explore"]
+OptimizerName = Literal["adam", "vadam", "vadagrad", "vprop", "ivon", "adam-explore", "vogn"]
 ExplorationKind = Literal[
     "posterior", "vadam", "parameter-noise", "noisy-net", "gaussian", "ornstein-uhlenbeck", "none"
 ]
@@ -36,11 +36,12 @@ class OptimizerConfig:
     """One network's optimizer. Fields not used by ``name`` are ignored."""
 
     name: OptimizerName = "adam"
-    """adam | vadam | vadagrad | vprop | ivon | adam-explore (Vadam paper's "Adam-Explore")."""
+    """adam | vadam | vadagrad | vprop | ivon | adam-explore (Vadam paper's "Adam-Explore") |
+    vogn (a Newton-like step on per-example squared gradients; its learner supplies them)."""
     lr: float = 1e-3
     """Learning rate alpha (for adam-explore: of the mean)."""
     betas: tuple[float, float] = (0.9, 0.999)
-    """(beta1, beta2) moment decay rates (adam, vadam, ivon); vadagrad and vprop use beta2."""
+    """(beta1, beta2) moment decay rates (adam, vadam, ivon, vogn); vadagrad and vprop use beta2."""
     weight_decay: float = 0.0
     """L2 penalty (adam only)."""
     eps: float = 1e-8
@@ -49,17 +50,18 @@ class OptimizerConfig:
     """Add the damping (vadam: lambda/N, adam-explore: eps) to sqrt(s) before the bias
     correction, as TensorFlow's Adam and the paper's RL code do (vadam, adam-explore)."""
     prior_precision: float = 1e-8
-    """Prior precision lambda of N(0, 1/lambda) (vadam, vprop, ivon)."""
+    """Prior precision lambda of N(0, 1/lambda) (vadam, vprop, ivon, vogn)."""
     train_set_size: float = 1.0
-    """N in sigma = 1/sqrt(N*s + lambda + c) (vadam, vprop, ivon)."""
+    """N in sigma = 1/sqrt(N*s + lambda + c) (vadam, vprop, ivon, vogn)."""
     precision_floor: float = 0.0
-    """c, a constant added to the posterior precision so sigma <= 1/sqrt(c) (vadam)."""
+    """c, a constant added to the posterior precision so sigma <= 1/sqrt(c) (vadam; vogn: its
+    damping c/N, which also damps the step)."""
     init_precision: float = 1e4
-    """Initial posterior precision (vadagrad, adam-explore, ivon's hess_init = this/N)."""
+    """Initial posterior precision (vadagrad, adam-explore, vogn, ivon's hess_init = this/N)."""
     sigma_lr: float = 0.01
     """Learning rate of the precision (adam-explore)."""
     num_samples: int = 1
-    """Monte Carlo draws per step, gradients averaged (vadam, vadagrad, vprop, ivon)."""
+    """Monte Carlo draws per step, gradients averaged (vadam, vadagrad, vprop, ivon, vogn)."""
 
 
 @dataclass
@@ -111,10 +113,29 @@ class ExplorationConfig:
     false: the gradient step draws its own weights."""
 
 
+Algorithm = Literal["ddpg", "td3"]
+
+
+@dataclass
+class TD3Config:
+    """TD3's own settings (Fujimoto et al. 2018; the paper's values are the defaults)."""
+
+    policy_delay: int = 2
+    """Update the actor and the targets every this many critic updates."""
+    target_policy_noise: float = 0.2
+    """Std of the Gaussian noise added to the target actor's action (target policy
+    smoothing), in units of the action bounds (the squashed space [-1, 1])."""
+    target_noise_clip: float = 0.5
+    """That noise is clipped to [-target_noise_clip, target_noise_clip]."""
+
+
 @dataclass
 class TrainConfig:
-    """Everything one DDPG run needs. Presets in ``agents/`` fill it in."""
+    """Everything one run needs. Presets in ``agents/`` fill it in."""
 
+    algorithm: Algorithm = "ddpg"
+    """ddpg (one critic, every update) | td3 (twin critics, clipped double-Q, target policy
+    smoothing, delayed actor: its settings under ``td3``)."""
     env_id: str = "HalfCheetah-v5"
     """Any gymnasium env id with a Box action space."""
     seed: int = 0
@@ -163,6 +184,8 @@ class TrainConfig:
         default_factory=lambda: NetworkConfig(optimizer=OptimizerConfig(lr=1e-3))
     )
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    td3: TD3Config = field(default_factory=TD3Config)
+    """Used by algorithm=td3 only (refused elsewhere unless at their defaults)."""
     agent: str = "custom"
     """Name of the preset this config came from (informational)."""
 
@@ -370,6 +393,7 @@ def validate(config: TrainConfig) -> None:
         if not 0 < opt.lr < math.inf:  # (also refuses nan)
             raise ConfigError(f"{net}.optimizer.lr must be finite and > 0, got {opt.lr}")
     _check_exploration(config.exploration)
+    _check_td3(config)
     for net in ("actor", "critic"):
         _check_network(getattr(config, net), net)
     if config.exploration.kind in ("posterior", "vadam") and config.actor.optimizer.name == "adam":
@@ -399,6 +423,26 @@ def validate(config: TrainConfig) -> None:
             "exploration.reuse_draw_in_update=true is not supported with actor.optimizer.name="
             "ivon (IVON draws its step's weights itself); set it to false"
         )
+
+
+def _check_td3(config: TrainConfig) -> None:
+    td3 = config.td3
+    if config.algorithm != "td3" and td3 != TD3Config():
+        changed = [
+            f"td3.{f.name}"
+            for f in dataclasses.fields(td3)
+            if getattr(td3, f.name) != getattr(TD3Config(), f.name)
+        ]
+        raise ConfigError(
+            f"{', '.join(changed)} apply to algorithm=td3 only; this run's algorithm is "
+            f"{config.algorithm}"
+        )
+    if td3.policy_delay < 1:
+        raise ConfigError(f"td3.policy_delay must be >= 1, got {td3.policy_delay}")
+    for name in ("target_policy_noise", "target_noise_clip"):
+        value = getattr(td3, name)
+        if not 0 <= value < math.inf:
+            raise ConfigError(f"td3.{name} must be finite and >= 0, got {value}")
 
 
 def _check_exploration(exploration: ExplorationConfig) -> None:

@@ -12,6 +12,7 @@ from vadam_rl.config import ConfigError, OptimizerConfig, TrainConfig
 from vadam_rl.optim.adam_explore import AdamExplore
 from vadam_rl.optim.vadagrad import VadaGrad
 from vadam_rl.optim.vadam import Vadam
+from vadam_rl.optim.vogn import VOGN
 from vadam_rl.optim.vprop import Vprop
 from vadam_rl.rng import Generators
 
@@ -129,6 +130,23 @@ def _adam_explore(params: Params, cfg: OptimizerConfig, generator: Generators):
     )
 
 
+def _vogn(params: Params, cfg: OptimizerConfig, generator: Generators):
+    n = cfg.train_set_size
+    # precision_floor c keeps its meaning, sigma <= 1/sqrt(c), as VOGN's damping c/N (which
+    # also damps VOGN's Newton-like step: its preconditioner is the posterior precision).
+    return VOGN(
+        params,
+        train_set_size=n,
+        num_samples=cfg.num_samples,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        prior_precision=cfg.prior_precision,
+        init_precision=cfg.init_precision,
+        damping=cfg.precision_floor / n,
+        generator=generator,
+    )
+
+
 _BUILDERS: dict[str, Builder] = {
     "adam": _adam,
     "vadam": _vadam,
@@ -136,4 +154,5 @@ _BUILDERS: dict[str, Builder] = {
     "vprop": _vprop,
     "ivon": _ivon,
     "adam-explore": _adam_explore,
+    "vogn": _vogn,
 }

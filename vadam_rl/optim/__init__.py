@@ -10,18 +10,26 @@ from typing import Any
 
 from vadam_rl.optim.adam_explore import AdamExplore
 from vadam_rl.optim.base import VariationalOptimizer
+from vadam_rl.optim.per_example import PerExampleGradients, linear_grad_sq_means, per_example_grads
 from vadam_rl.optim.vadagrad import VadaGrad
 from vadam_rl.optim.vadam import Vadam, vadam
+from vadam_rl.optim.vogn import VOGN, vogn, vogn_closure
 from vadam_rl.optim.vprop import Vprop
 
 __all__ = [
     "IVON",
+    "VOGN",
     "AdamExplore",
+    "PerExampleGradients",
     "VadaGrad",
     "Vadam",
     "VariationalOptimizer",
     "Vprop",
+    "linear_grad_sq_means",
+    "per_example_grads",
     "vadam",
+    "vogn",
+    "vogn_closure",
 ]
 
 
