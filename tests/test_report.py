@@ -554,3 +554,19 @@ def test_the_committed_grid_report_is_rebuilt_from_its_committed_run_files():
 
 
 METHODS_COMPARED = ("ddpg-vadam", "ddpg-adam-plain")
+
+
+def test_a_comparison_of_two_seeds_has_no_interval_and_is_not_marked_as_excluding_0(
+    tmp_path: Path,
+):
+    # Both vadam runs end above both plain runs: a 2-seed bootstrap's interval would be
+    # the range of those few values, and would exclude 0.
+    for seed in (0, 1):
+        make_run(tmp_path, "ddpg-vadam", seed, [-50.0, 100.0 + seed])
+        make_run(tmp_path, "ddpg-adam-plain", seed, [-50.0, 10.0 + seed])
+    result = summarize(tmp_path, resamples=FEW)
+    [diff] = result.differences
+    assert not diff.estimate.excludes_zero() and not diff.improvement.excludes(0.5)
+    row = next(line for line in result.table.splitlines() if line.startswith("| ddpg-vadam −"))
+    assert "[too few seeds]" in row and "| yes |" not in row
+    assert any(note.startswith("Too few seeds for an interval") for note in result.notes)

@@ -92,6 +92,12 @@ BASELINES = ("ddpg-adam-plain", "ddpg-adam")
 # help it.
 COMPARISONS = (("ddpg-vadam", "ddpg-param-noise"), ("ddpg-vadam-adaptive", "ddpg-vadam"))
 
+MIN_SEEDS_FOR_INTERVAL = 3
+"""Seeds a method needs for a bootstrap interval. A resample of 2 seeds takes one of 3
+values, so a 95% percentile interval is the range of those values, and a difference of
+2 seeds against 2 "excludes 0" whenever every run of one method ended above every run of
+the other: the interval would read as certainty it does not have."""
+
 CSV_COLUMNS = (
     "kind",  # method | difference | reference
     "env_id",
@@ -397,6 +403,7 @@ def aggregate(
 ) -> MethodResult:
     """Statistics of one (env, method) group of usable runs."""
     runs = sorted(runs, key=lambda run: (run.seed, str(run.path)))
+    few = len(runs) < MIN_SEEDS_FOR_INTERVAL
     finals = np.array([run.final_return(final_evals) for run in runs])
     aucs = np.array([stats.area_under_curve(run.steps, run.returns) for run in runs])
     grid, curves = aligned_curves(runs)
@@ -406,12 +413,12 @@ def aggregate(
         seeds=[int(run.seed or 0) for run in runs],
         paths=[run.path for run in runs],
         final_returns=finals,
-        mean=stats.bootstrap_ci(finals, stats.mean, n_resamples=resamples),
-        iqm=stats.bootstrap_ci(finals, stats.iqm, n_resamples=resamples),
+        mean=_no_interval_if(few, stats.bootstrap_ci(finals, stats.mean, n_resamples=resamples)),
+        iqm=_no_interval_if(few, stats.bootstrap_ci(finals, stats.iqm, n_resamples=resamples)),
         std=stats.sample_std(finals),
         se=stats.standard_error(finals),
         aucs=aucs,
-        auc_iqm=stats.bootstrap_ci(aucs, stats.iqm, n_resamples=resamples),
+        auc_iqm=_no_interval_if(few, stats.bootstrap_ci(aucs, stats.iqm, n_resamples=resamples)),
         best=float(np.mean([run.returns.max() for run in runs])),
         final_steps=[int(run.steps[-1]) for run in runs],
         wall_clock_s=float(np.mean([run.wall_time_s for run in runs])),
@@ -419,6 +426,11 @@ def aggregate(
         curve_steps=grid,
         curves=curves,
     )
+
+
+def _no_interval_if(too_few_seeds: bool, estimate: stats.Estimate) -> stats.Estimate:
+    """``estimate`` without its bounds where there are too few seeds for an interval."""
+    return stats.Estimate(estimate.value, np.nan, np.nan) if too_few_seeds else estimate
 
 
 def method_sort_key(method: str) -> tuple[int, str]:
@@ -430,19 +442,26 @@ def compare(
     result: MethodResult, base: MethodResult, resamples: int = stats.N_RESAMPLES
 ) -> Difference:
     """``result``'s method against ``base``'s, on final returns and AUCs."""
+    few = min(len(result.seeds), len(base.seeds)) < MIN_SEEDS_FOR_INTERVAL
     return Difference(
         env_id=result.env_id,
         method=result.method,
         baseline=base.method,
-        estimate=stats.difference_ci(
-            result.final_returns, base.final_returns, n_resamples=resamples
+        estimate=_no_interval_if(
+            few,
+            stats.difference_ci(result.final_returns, base.final_returns, n_resamples=resamples),
         ),
         n_method=len(result.seeds),
         n_baseline=len(base.seeds),
-        improvement=stats.probability_of_improvement(
-            result.final_returns, base.final_returns, n_resamples=resamples
+        improvement=_no_interval_if(
+            few,
+            stats.probability_of_improvement(
+                result.final_returns, base.final_returns, n_resamples=resamples
+            ),
         ),
-        auc=stats.difference_ci(result.aucs, base.aucs, n_resamples=resamples),
+        auc=_no_interval_if(
+            few, stats.difference_ci(result.aucs, base.aucs, n_resamples=resamples)
+        ),
     )
 
 
@@ -483,6 +502,17 @@ def _notes(groups: dict[tuple[str, str], list[RunRecord]], final_evals: int) -> 
     notes = []
     if final_evals > 1:
         notes.append(f"Final return = mean of each seed's last {final_evals} evaluations.")
+    few = [
+        f"{method} on {env_id}: {len(runs)}"
+        for (env_id, method), runs in groups.items()
+        if len(runs) < MIN_SEEDS_FOR_INTERVAL
+    ]
+    if few:
+        notes.append(
+            f"Too few seeds for an interval ({'; '.join(few)}): intervals need at least "
+            f"{MIN_SEEDS_FOR_INTERVAL} seeds per method, so those methods and their "
+            "comparisons have none, and no difference is marked as excluding 0."
+        )
     for (env_id, method), runs in groups.items():
         keys = config_differences(runs)
         if keys:
@@ -513,7 +543,7 @@ def _with_ci(estimate: stats.Estimate, signed: bool = False, digits: int = 1) ->
     sign = "+" if signed else ""
     value = f"{estimate.value:{sign}.{digits}f}"
     if not math.isfinite(estimate.low):
-        return f"{value} [n/a]"
+        return f"{value} [too few seeds]"
     return f"{value} [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
 
 
