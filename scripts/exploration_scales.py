@@ -6,7 +6,11 @@ mean L2 distance between behaviour and mean actions over the env steps since the
 log), ``explore/adapt_distance`` (the root-mean-square distance the adaptation measures on
 replayed states, which it steers to ``target_action_distance``), ``explore/scale``
 (parameter noise's sigma, the adaptive posterior's kappa),
-``posterior/at_floor_fraction`` and the last evaluation's return. The grid it was written for:
+``posterior/at_floor_fraction`` and the last evaluation's return. Then, for every run whose
+actor has a variational optimizer, the posterior's shape at its checkpoint: per actor layer
+the 10th, 50th and 90th percentile of sigma, their ratio p90/p10 (1.0 = isotropic) and the
+share of weights at the precision floor (``vadam_rl.posterior_stats``; TensorBoard logs the
+same as ``posterior/sigma_p10/<param>`` and friends). The grid it was written for:
 
     vadam-rl compare --presets ddpg-vadam ddpg-vadam-adaptive ddpg-param-noise \\
         ddpg-noisynet ddpg-adam --num-seeds 1 --total-steps 20000 --runs-dir RUNS_DIR --no-report
@@ -20,7 +24,14 @@ import csv
 import sys
 from pathlib import Path
 
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from vadam_rl.agent.optimizers import build_optimizer
+from vadam_rl.config import load_config_file
+from vadam_rl.optim.base import VariationalOptimizer
+from vadam_rl.posterior_stats import group_floor_precision, layer_sigma_stats
+from vadam_rl.run_dir import CHECKPOINT, CONFIG, load_records
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -45,6 +56,49 @@ def final_return(run_dir: Path) -> str:
     return f"{float(rows[-1]['mean_return']):.0f} ({rows[-1]['step']})" if rows else "-"
 
 
+def posterior_shape(run_dir: Path) -> list[tuple[str, dict[str, float]]] | None:
+    """Per actor parameter, ``layer_sigma_stats`` of the actor optimizer's posterior in the
+    run's checkpoint; None for a run without one (no checkpoint, or not variational)."""
+    if not (run_dir / CHECKPOINT).is_file():
+        return None
+    agent = load_records(run_dir / CHECKPOINT)["agent"]
+    actor, saved = agent["actor"], agent["actor_optimizer"]
+    # The optimizer as the run built it, on stand-ins of the actor's shapes: its own
+    # posterior_std() turns the saved state into sigma, whichever optimizer it is.
+    names = [name.removeprefix("mu.") for name in actor]
+    stand_ins = [torch.zeros_like(value, requires_grad=True) for value in actor.values()]
+    if len(stand_ins) != sum(len(group["params"]) for group in saved["param_groups"]):
+        return None  # an actor with buffers: parameters and optimizer state do not pair up
+    config = load_config_file(run_dir / CONFIG)
+    optimizer = build_optimizer(stand_ins, config.actor.optimizer)
+    if not isinstance(optimizer, VariationalOptimizer):
+        return None
+    optimizer.load_state_dict(saved)
+    floors = [group_floor_precision(g) for g in optimizer.param_groups for _ in g["params"]]
+    sigmas = optimizer.posterior_std()
+    return [
+        (name, {key: value.item() for key, value in layer_sigma_stats(sigma, floor).items()})
+        for name, sigma, floor in zip(names, sigmas, floors, strict=True)
+    ]
+
+
+def print_posterior_shapes(runs: list[Path]) -> None:
+    shapes = [(run, posterior_shape(run)) for run in runs]
+    shapes = [(run, layers) for run, layers in shapes if layers]
+    if not shapes:
+        return
+    print()
+    print("| run (checkpoint step) | actor layer | sigma p10 | p50 | p90 | p90/p10 | at floor |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for run, layers in shapes:
+        step = load_records(run / CHECKPOINT)["progress"]["step"]
+        for name, s in layers:
+            print(
+                f"| {run.name} ({step}) | {name} | {s['p10']:.3g} | {s['p50']:.3g} | "
+                f"{s['p90']:.3g} | {s['p90_over_p10']:.3g} | {s['at_floor']:.3g} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path)
@@ -66,6 +120,7 @@ def main() -> None:
         scale = " / ".join(value_at(tags.get("explore/scale"), s) for s in args.at)
         floor = value_at(tags.get("posterior/at_floor_fraction"), max(args.at))
         print(f"| {run.name} | {distance} | {adapt} | {scale} | {floor} | {final_return(run)} |")
+    print_posterior_shapes(runs)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from vadam_rl import run_dir as layout
 from vadam_rl.errors import UserError
 from vadam_rl.evaluation import evaluate
 from vadam_rl.optim.base import VariationalOptimizer
+from vadam_rl.posterior_stats import group_floor_precision, layer_sigma_stats
 from vadam_rl.training.build import Run, Runs
 from vadam_rl.training.logger import RunLogger
 from vadam_rl.training.loop import Metrics
@@ -43,6 +45,7 @@ def log_training(runs: Runs, loggers: Sequence[RunLogger], metrics: Metrics, fps
     explore = {name: value.tolist() for name, value in collector.exploration.log_values().items()}
     optimizer = agent.actor_optimizer
     sigmas = optimizer.posterior_std() if isinstance(optimizer, VariationalOptimizer) else None
+    shapes = _posterior_shapes(optimizer, sigmas) if sigmas is not None else []
     for run, logger in zip(runs.runs, loggers, strict=True):
         k = run.index
         values: dict[str, float] = {
@@ -67,16 +70,42 @@ def log_training(runs: Runs, loggers: Sequence[RunLogger], metrics: Metrics, fps
             for name, sigma in zip(_actor_param_names(run), agent_sigmas, strict=True):
                 values[f"posterior/sigma_mean/{name}"] = float(sigma.mean())
             values["posterior/at_floor_fraction"] = at_floor_fraction(optimizer, agent_sigmas)
+            for name, layer in zip(_actor_param_names(run), shapes, strict=True):
+                for stat, per_agent in layer.items():
+                    values[f"posterior/{_SHAPE_TAGS[stat]}/{name}"] = per_agent[k]
         logger.scalars(values, step)
+
+
+# The per-layer statistics of posterior_stats.layer_sigma_stats, as TensorBoard names them.
+_SHAPE_TAGS = {
+    "p10": "sigma_p10",
+    "p50": "sigma_p50",
+    "p90": "sigma_p90",
+    "p90_over_p10": "sigma_p90_over_p10",
+    "at_floor": "at_floor_fraction",
+}
+
+
+def _posterior_shapes(optimizer: VariationalOptimizer, sigmas: list) -> list[dict[str, list]]:
+    """Per actor parameter, each ``layer_sigma_stats`` statistic as a list over the K agents
+    (one host transfer for all of them)."""
+    floors = [group_floor_precision(g) for g in optimizer.param_groups for _ in g["params"]]
+    stats = [
+        layer_sigma_stats(sigma, floor, agent_dim=True)
+        for sigma, floor in zip(sigmas, floors, strict=True)
+    ]
+    keys = list(_SHAPE_TAGS)
+    table = torch.stack([torch.stack([s[key] for key in keys]) for s in stats]).tolist()
+    return [dict(zip(keys, rows, strict=True)) for rows in table]
 
 
 def at_floor_fraction(optimizer: VariationalOptimizer, sigmas: list) -> float:
     """Share of the weights whose posterior precision is at the optimizer's precision floor
-    c (Vadam's ``precision_floor``): the data's part N*s + lambda is under 1% of c, so
-    sigma >= 1/sqrt(1.01 c). There the "posterior" is the floor's fixed noise, not the data's
-    uncertainty. 0 for an optimizer without a floor."""
+    c (Vadam's ``precision_floor``, VOGN's N * ``damping``): the data's part N*s + lambda is
+    under 1% of c, so sigma >= 1/sqrt(1.01 c). There the "posterior" is the floor's fixed
+    noise, not the data's uncertainty. 0 for an optimizer without a floor."""
     at_floor = total = 0
-    groups = [(g.get("precision_floor", 0.0), g["params"]) for g in optimizer.param_groups]
+    groups = [(group_floor_precision(g), g["params"]) for g in optimizer.param_groups]
     flat = iter(sigmas)
     for floor, params in groups:
         for _ in params:
