@@ -37,15 +37,18 @@ install: $(VENV)/.installed
 
 # The run directory `vadam-rl train` names by default: run again after Ctrl-C and it continues.
 RUN_DIR := $(LOGDIR)/$(AGENT)_$(subst /,-,$(ENV))_s$(SEED)
+# What continues a stopped `make train`: this command, with the variables given on its command
+# line. vadam-rl names it (VADAM_RL_CONTINUE) where it would say `vadam-rl train --resume`.
+CONTINUE := $(strip make train $(foreach v,AGENT ENV STEPS SEED LOGDIR,$(if $(filter command,$(origin $(v))),$(v)=$($(v)))))
 NEXT := "next: source $(VENV)/bin/activate puts vadam-rl and tensorboard on your PATH; \
 	make tensorboard shows the runs"
 
 train: install
 	@if [ -f "$(RUN_DIR)/checkpoint.pt" ] && [ ! -f "$(RUN_DIR)/summary.json" ]; then \
 		echo "continuing the interrupted run $(RUN_DIR) (delete it to start afresh)"; \
-		$(BIN)/vadam-rl train --resume $(RUN_DIR) --total-steps $(STEPS); \
+		VADAM_RL_CONTINUE='$(CONTINUE)' $(BIN)/vadam-rl train --resume $(RUN_DIR) --total-steps $(STEPS); \
 	else \
-		$(BIN)/vadam-rl train --agent $(AGENT) --env $(ENV) --seed $(SEED) \
+		VADAM_RL_CONTINUE='$(CONTINUE)' $(BIN)/vadam-rl train --agent $(AGENT) --env $(ENV) --seed $(SEED) \
 			--total-steps $(STEPS) --log-dir $(LOGDIR); \
 	fi; status=$$?; echo $(NEXT); exit $$status
 

@@ -41,3 +41,16 @@ def test_torch_index_installs_torch_from_that_index_only():
 def test_without_torch_index_torch_comes_from_the_default_index():
     [torch_line] = [line for line in make_dry_run().splitlines() if "torch==" in line]
     assert "--index-url" not in torch_line
+
+
+def test_make_train_tells_vadam_rl_the_make_command_that_continues_the_run():
+    done = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "train", "AGENT=ddpg-adam-plain", "STEPS=500"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    train_lines = [line for line in done.stdout.splitlines() if "vadam-rl train" in line]
+    assert train_lines
+    for line in train_lines:  # (a new run and a resumed one alike)
+        assert "VADAM_RL_CONTINUE='make train AGENT=ddpg-adam-plain STEPS=500'" in line

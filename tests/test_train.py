@@ -231,3 +231,15 @@ def test_each_periodic_checkpoint_is_committed_after_its_policy_file(tmp_path: P
     train(config, run_dir, progress_bar=False)
     assert not missing  # (Pendulum's 200-step episodes: each checkpoint is a periodic one)
     assert len(list((run_dir / layout.POLICIES).glob("step_*"))) == 4
+
+
+def test_a_run_that_make_train_started_is_continued_with_make_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from vadam_rl.config import save_config
+    from vadam_rl.training.run import resume_command
+
+    config = load_preset("ddpg-adam", "Pendulum-v1")
+    save_config(config, tmp_path / "config.yaml")
+    monkeypatch.setenv("VADAM_RL_CONTINUE", "make train AGENT=ddpg-adam STEPS=500")
+    assert resume_command([tmp_path], config) == "make train AGENT=ddpg-adam STEPS=500"

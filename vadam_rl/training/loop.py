@@ -178,6 +178,7 @@ def run_loop(
         if stop.signal:
             metrics.check_finite()
             learner.checkpoint(snapshot=False)
+            bar.close()  # (the stop line then starts on a line of its own)
             raise Interrupted(
                 f"stopped by signal {stop.signal} at step {prog.step}; checkpoint written"
             )

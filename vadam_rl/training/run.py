@@ -205,7 +205,14 @@ def told_in_one_line(err: Exception, run_dirs: Sequence[Path], config: TrainConf
 def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
     """The shell command that continues these runs as ``config`` says; it names the total
     steps and the device where their config.yaml holds others (a resume with
-    ``--total-steps`` or ``--device`` does not rewrite it)."""
+    ``--total-steps`` or ``--device`` does not rewrite it). A run that ``make train``
+    started continues with the make command, which the Makefile passes in
+    ``VADAM_RL_CONTINUE`` (vadam-rl itself may not be on that user's PATH)."""
+    import os
+
+    started_by = os.environ.get("VADAM_RL_CONTINUE", "").strip()
+    if started_by and len(run_dirs) == 1:
+        return started_by
     words = ["vadam-rl", "train", "--resume", *map(str, run_dirs)]
     try:
         saved: TrainConfig | None = load_config_file(Path(run_dirs[0]) / layout.CONFIG)
