@@ -189,6 +189,20 @@ def _generator_as_float(state: dict) -> None:
     state["generator"] = state["generator"].float()
 
 
+def _buffer_position(pos: int):
+    def mutate(state: dict) -> None:
+        state["buffer"]["pos"] = pos
+
+    return mutate
+
+
+def _actor_weights(change):
+    def mutate(state: dict) -> None:
+        state["agent"]["actor"] = {k: change(v) for k, v in state["agent"]["actor"].items()}
+
+    return mutate
+
+
 DAMAGE = {
     "no generator": (_without("generator"), "no entry 'generator'"),
     "no progress": (_without("progress"), "no entry 'progress'"),
@@ -196,6 +210,10 @@ DAMAGE = {
     "a step TensorBoard cannot write": (_progress_step(10**30), "out of range"),
     "a step that is not a number": (_progress_step("abc"), "damaged"),
     "a generator state of floats": (_generator_as_float, "damaged"),
+    "a buffer position beyond it": (_buffer_position(10**9), "write position 1000000000"),
+    "a negative buffer position": (_buffer_position(-7), "write position -7"),
+    "integer actor weights": (_actor_weights(lambda w: w.long()), "not floating point"),
+    "NaN actor weights": (_actor_weights(lambda w: w * float("nan")), "non-finite actor"),
 }
 
 

@@ -175,12 +175,20 @@ class AgentBuffer(ReplayBuffer):
 
     def load_agent_state_dict(self, agent: int, state: dict[str, Tensor | int]) -> None:
         size, pos = int(state["size"]), int(state["pos"])
-        if size > self.capacity:
+        if not 0 <= size <= self.capacity:
             raise ValueError(f"checkpoint holds {size} transitions, capacity is {self.capacity}")
+        # Filled from row 0: the write position is the size until the buffer is full.
+        if not 0 <= pos < self.capacity or (size < self.capacity and pos != size):
+            raise ValueError(
+                f"replay buffer write position {pos} does not fit its {size} transitions "
+                f"(capacity {self.capacity})"
+            )
         if agent > 0 and (size, pos) != (self.size, self.pos):
             raise ValueError("the agents' replay buffers hold different numbers of transitions")
         for name in FIELDS:
-            stored = state[name]
-            assert isinstance(stored, Tensor)
-            getattr(self, name)[agent, :size] = stored.to(self.device)
+            stored, rows = state[name], getattr(self, name)[agent, :size]
+            if not isinstance(stored, Tensor) or stored.dtype != rows.dtype:
+                found = stored.dtype if isinstance(stored, Tensor) else type(stored).__name__
+                raise ValueError(f"replay buffer {name} is {found}, not {rows.dtype}")
+            rows[:] = stored.to(self.device)
         self.pos, self.size = pos, size

@@ -62,6 +62,8 @@ def load_checkpoints(runs: Runs) -> None:
     corrupt, from another step than the others, or does not fit)."""
     _check_same_step([run.run_dir for run in runs.runs])
     states = [_read_checkpoint(runs, run) for run in runs.runs]
+    for run, state in zip(runs.runs, states, strict=True):
+        _check_weights(state.get("agent"), run.run_dir / layout.CHECKPOINT)
     progress = []
     for run, state in zip(runs.runs, states, strict=True):
         with _loading(run.run_dir / layout.CHECKPOINT):
@@ -125,6 +127,29 @@ def _read_checkpoint(runs: Runs, run: Run) -> dict:
             f"{run.run_dir} was trained on {saved_device}; resume it with --device {saved_device}"
         )
     return state
+
+
+def _check_weights(agent: object, path: Path) -> None:
+    """The networks' weights are floating point and finite: integer weights would be cast on
+    loading without a word, and non-finite ones would stop the resumed run at its first
+    update, after it had written."""
+    if not isinstance(agent, dict):
+        return  # (what is missing is reported when it loads)
+    for network, weights in agent.items():
+        if network.endswith("optimizer") or not isinstance(weights, dict):
+            continue
+        for name, tensor in weights.items():
+            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                found = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+                raise UserError(
+                    f"checkpoint {path} is damaged: {network} weight {name} is {found}, "
+                    "not floating point; it cannot be resumed"
+                )
+            if not torch.isfinite(tensor).all():
+                raise UserError(
+                    f"checkpoint {path} holds non-finite {network} weights ({name}); it "
+                    "cannot be resumed: start the run again, or from an earlier copy"
+                )
 
 
 def _check_same_step(run_dirs: Sequence[Path]) -> None:
