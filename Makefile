@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # The run directory `vadam-rl train` names by default: run again after Ctrl-C and it continues.
-RUN_DIR := $(LOGDIR)/$(AGENT)_$(subst /,-,$(ENV))_s$(SEED)
+RUN_DIR := $(LOGDIR)/$(AGENT)_$(subst :,-,$(subst /,-,$(ENV)))_s$(SEED)
 # What continues a stopped `make train`: this command, with the variables given on its command
 # line. vadam-rl names it (VADAM_RL_CONTINUE) where it would say `vadam-rl train --resume`.
 CONTINUE := $(strip make train $(foreach v,AGENT ENV STEPS SEED LOGDIR,$(if $(filter command,$(origin $(v))),$(v)=$($(v)))))

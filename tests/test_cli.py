@@ -184,6 +184,7 @@ BAD_INPUT = {
     "env module missing": (["--env", "no_such_module:Foo-v0"], "cannot import 'no_such_module'"),
     "discrete actions": (["--env", "CartPole-v1"], "Box action space"),
     "unknown preset": (["--agent", "ddpg-nope"], "unknown agent preset"),
+    "empty preset": (["--agent", ""], "unknown agent preset ''"),
     "unknown key": (["--set", "actor.nonsense=1"], "unknown config key"),
     "wrong type": (["--set", "actor.lr=abc"], "expected a number"),
     "N out of range": (["--set", "actor.optimizer.train_set_size=0"], "train_set_size"),

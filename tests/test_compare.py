@@ -163,7 +163,7 @@ def test_population_runs_land_where_compare_looks_for_them(
     base[base.index("Pendulum-v1")] = "namespaced_env:vadam-test/Pendulum-v1"
     args = [*base, "--presets", "ddpg-adam-plain", "--seeds", "0-1"]
     run_cli(*args, "--population", "on", "--no-report", check=True)
-    names = [f"ddpg-adam-plain_namespaced_env:vadam-test-Pendulum-v1_s{s}" for s in (0, 1)]
+    names = [f"ddpg-adam-plain_namespaced_env-vadam-test-Pendulum-v1_s{s}" for s in (0, 1)]
     assert finished_runs(tmp_path) == names
     result = run_cli(*args, "--population", "on", "--no-report", check=True)
     assert "2 finished (skipped), 0 to resume, 0 to start" in result.stdout

@@ -1,5 +1,6 @@
 """What ``train`` and ``compare`` read from their options before anything runs: the seeds
-(one syntax in both commands) and a budget that would end before learning starts."""
+(one syntax in both commands), a budget that would end before learning starts, and the
+run directory's name."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from vadam_rl import run_dir as layout
 from vadam_rl.commands.compare import plan_grid
-from vadam_rl.commands.train import check_learning_happens, seed_values
+from vadam_rl.commands.train import _new_run_dir, check_learning_happens, seed_values
 from vadam_rl.config import load_preset
 from vadam_rl.errors import UserError
 
@@ -63,3 +65,29 @@ def test_compare_refuses_a_grid_whose_budget_ends_before_learning_starts(tmp_pat
     with pytest.raises(UserError, match="ends before learning starts"):
         plan_grid(["ddpg-vadam-zoo"], [0], "HalfCheetah-v5", 2000, tmp_path / "grid")
     assert not (tmp_path / "grid").exists()
+
+
+@pytest.mark.parametrize(
+    ("agent", "env_id"),
+    [("../../x", "Pendulum-v1"), ("ddpg-vadam", "../../../etc/Env-v0"), (".", "..")],
+)
+def test_a_run_directory_never_leaves_the_log_dir_whatever_the_config_names(
+    agent: str, env_id: str, tmp_path: Path
+):
+    config = load_preset("ddpg-vadam", "Pendulum-v1")
+    config.agent, config.env_id = agent, env_id
+    run_dir = _new_run_dir(tmp_path / "runs", None, config)
+    assert run_dir.parent == tmp_path / "runs" and not run_dir.name.startswith(".")
+
+
+def test_a_module_env_ids_colon_is_not_in_the_run_directorys_name():
+    name = layout.run_name("ddpg-vadam", "user_envs:PointEnv-v0", 0)
+    assert name == "ddpg-vadam_user_envs-PointEnv-v0_s0"
+
+
+def test_a_second_run_of_a_finished_runs_name_gets_suffix_1(tmp_path: Path):
+    config = load_preset("ddpg-vadam", "Pendulum-v1")
+    finished = tmp_path / layout.run_name(config.agent, config.env_id, config.seed)
+    finished.mkdir()
+    (finished / layout.SUMMARY).write_text("{}")
+    assert _new_run_dir(tmp_path, None, config).name == f"{finished.name}_1"

@@ -65,9 +65,20 @@ SUMMARY_KEYS = (
 
 
 def run_prefix(agent: str, env_id: str) -> str:
-    """``AGENT_ENV``: the start of a run directory's default name. A namespaced env id
-    (``ns/Env-v0``) gives ``ns-Env-v0``, so the name stays one folder."""
-    return f"{agent}_{env_id.replace('/', '-')}"
+    """``AGENT_ENV``: the start of a run directory's default name, always one folder inside
+    the log dir whatever the config's strings hold (``name_part``): a namespaced env id
+    ``ns/Env-v0`` gives ``ns-Env-v0``, ``module:Env-v0`` gives ``module-Env-v0``."""
+    return f"{name_part(agent)}_{name_part(env_id)}"
+
+
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._+=-]")
+
+
+def name_part(text: str) -> str:
+    """``text`` as part of a folder name: every character but letters, digits and ``._+=-``
+    becomes ``-`` (``/`` would nest folders or leave the log dir, ``:`` reads as host:path
+    to rsync and scp), and a leading dot goes (no ``..``, no hidden folders)."""
+    return _UNSAFE_IN_NAMES.sub("-", text).lstrip(".") or "-"
 
 
 def run_name(agent: str, env_id: str, seed: int | str) -> str:

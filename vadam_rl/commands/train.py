@@ -180,7 +180,7 @@ def _plan(args: TrainArgs) -> tuple[list[TrainConfig], list[Path], dict | None] 
     env = imported.env_id if imported is not None and args.env is None else args.env
     configs, run_dirs, initial_policy = [], [], None
     for seed in seeds:
-        config = load_preset(args.agent or DEFAULT_AGENT, env)
+        config = load_preset(DEFAULT_AGENT if args.agent is None else args.agent, env)
         if imported is not None:
             initial_policy = _apply_import(imported, config, args.env)
         with_options(config, args, seed)
@@ -326,9 +326,18 @@ def announce_compile(config: TrainConfig) -> None:
     from vadam_rl.fast.select import why_autograd
 
     reason = why_autograd(config)
+    graph_steppers = ("adam", "vadam")  # the optimizers with a graph mode
+    names = {config.actor.optimizer.name, config.critic.optimizer.name}
     if reason is not None:
         print(f"update:        autograd ({reason}: no hand-written, compiled or graphed update)")
-    elif compile_wanted(config, resolve_device(config.device)):
+    elif not compile_wanted(config, resolve_device(config.device)):
+        pass
+    elif not names <= set(graph_steppers):
+        print(
+            f"update:        eager ({', '.join(sorted(names - set(graph_steppers)))} cannot step "
+            "inside a compiled graph; Adam and Vadam can)"
+        )
+    else:
         print(
             "update:        compiled (torch.compile, once, at the second update: 15-30 s; "
             "--set compile=false runs it eagerly)"
@@ -383,9 +392,9 @@ def _new_run_dir(log_dir: Path, run_name: str | None, config: TrainConfig) -> Pa
             )
         return path
     base = layout.run_name(config.agent, config.env_id, config.seed)
-    path, n = log_dir / base, 1
+    path, n = log_dir / base, 0
     while path.exists() and not _restartable(path, quietly=True):
-        n += 1
+        n += 1  # (the second run of a name is NAME_1)
         path = log_dir / f"{base}_{n}"
     return path
 
