@@ -53,3 +53,16 @@ def test_a_custom_env_constructor_that_raises_is_one_line_then_its_own_traceback
 def test_an_unknown_env_id_suggests_the_most_similar_ids_first():
     with pytest.raises(UserError, match=r"did you mean Pendulum-v1, "):
         check_env_id("Pendulum-v2")
+
+
+def test_an_env_whose_action_box_has_no_dimension_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    result = run_cli(
+        "train", "--env", "user_envs:NoActionEnv-v0", "--log-dir", str(tmp_path / "runs")
+    )
+    assert result.returncode == 2
+    assert "at least one action dimension" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

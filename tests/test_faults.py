@@ -403,3 +403,33 @@ def test_a_stop_before_config_yaml_was_written_still_counts_as_unstarted(tmp_pat
     assert layout.is_unstarted(run)
     (run / "notes.txt").write_text("mine")
     assert not layout.is_unstarted(run)  # (and foreign_files keeps it from being cleared)
+
+
+@pytest.mark.expensive
+@pytest.mark.parametrize(
+    ("damage", "commands", "message"),
+    [
+        ({"actor": 3}, ["eval", "export"], "its actor is not a set of float weights"),
+        ({"step": "ten"}, ["export"], "its step is 'ten', not an integer"),
+    ],
+)
+def test_a_damaged_policy_file_is_one_line_for_eval_and_export(
+    damage: dict, commands: list[str], message: str, tmp_path: Path
+):
+    import torch
+    from sb3_helpers import make_random_run
+
+    run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16], steps=(1000,))
+    for policy_path in (tmp_path / "run" / "policies").glob("*.pt"):
+        policy = torch.load(policy_path, weights_only=True)
+        torch.save({**policy, **damage}, policy_path)
+    for command in commands:
+        result = run_cli(command, str(run.path))
+        assert result.returncode == 2, result.stderr
+        assert message in one_line_without_traceback(result.stderr)
+
+
+def test_eval_refuses_a_negative_seed_in_one_line(tmp_path: Path):
+    result = run_cli("eval", str(tmp_path), "--seed", "-1")
+    assert result.returncode == 2
+    assert "--seed must be in [0, 2**63), got -1" in one_line_without_traceback(result.stderr)

@@ -1,6 +1,6 @@
 """A researcher's own environments, as ``--env user_envs:PointEnv-v0`` imports them
 (test_envs): a point mass whose constructor takes no ``render_mode`` (gymnasium.make makes it
-so), and one whose constructor raises in the researcher's code."""
+so), one whose constructor raises in the researcher's code, and one with no action."""
 
 from __future__ import annotations
 
@@ -38,5 +38,14 @@ class BrokenEnv(PointEnv):
         self.track = read_track("tracks/oval.csv")
 
 
+class NoActionEnv(PointEnv):
+    """Nothing to act on: a Box action space with no dimension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (0,), np.float32)
+
+
 gym.register("PointEnv-v0", entry_point=PointEnv, max_episode_steps=50)
+gym.register("NoActionEnv-v0", entry_point=NoActionEnv, max_episode_steps=50)
 gym.register("BrokenEnv-v0", entry_point=BrokenEnv, max_episode_steps=50)

@@ -144,9 +144,16 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
         )
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise UserError(f"environment {env_id!r} has an unbounded action space")
+    if action_space.shape == () or 0 in action_space.shape:
+        raise UserError(
+            f"environment {env_id!r} has an action space of shape {action_space.shape}; "
+            "DDPG needs at least one action dimension"
+        )
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise UserError(
             f"environment {env_id!r} has observations of type "
             f"{type(observation_space).__name__} {getattr(observation_space, 'shape', '')}; "
             "vadam-rl's MLP policies need a flat Box observation space"
         )
+    if observation_space.shape[0] == 0:
+        raise UserError(f"environment {env_id!r} has empty observations (shape (0,))")

@@ -110,6 +110,8 @@ def eval_command(
 
     if episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {episodes}")
+    if not 0 <= seed < 2**63:  # (what gymnasium's reset accepts, as train's --seed)
+        raise UserError(f"--seed must be in [0, 2**63), got {seed}")
     if video_steps is not None and video is None:
         raise UserError("--video-steps needs --video FILE.mp4")
     if video_steps is not None and video_steps < 1:

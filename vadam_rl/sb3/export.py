@@ -132,6 +132,16 @@ def read_policy_file(path: Path) -> dict[str, Any]:
     missing = [key for key in POLICY_KEYS if not isinstance(policy, dict) or key not in policy]
     if missing:
         raise UserError(f"{path} is not a vadam-rl policy file (missing {', '.join(missing)})")
+    for key in POLICY_KEYS:
+        weights = policy[key]
+        if not isinstance(weights, dict) or not all(
+            isinstance(w, torch.Tensor) and w.is_floating_point() for w in weights.values()
+        ):
+            raise UserError(f"{path} is damaged: its {key} is not a set of float weights")
+    if "step" in policy and (
+        isinstance(policy["step"], bool) or not isinstance(policy["step"], int)
+    ):
+        raise UserError(f"{path} is damaged: its step is {policy['step']!r}, not an integer")
     return policy
 
 
