@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from vadam_rl import run_dir as layout
-from vadam_rl.commands.report import PROTOCOL, find_run_dirs
+from vadam_rl.commands.report import PROTOCOL
+from vadam_rl.report.loading import find_run_dirs
 
 SMALL_FILES = (layout.CONFIG, layout.EVALUATIONS, layout.SUMMARY)
 

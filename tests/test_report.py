@@ -14,18 +14,12 @@ from matplotlib.image import imread
 
 from vadam_rl import run_dir as layout
 from vadam_rl import stats
-from vadam_rl.commands.report import (
-    RunRecord,
-    aggregate,
-    aligned_curves,
-    compare,
-    load_runs,
-    render_csv,
-    summarize,
-    write_report,
-)
+from vadam_rl.commands.report import summarize, write_report
 from vadam_rl.config import TrainConfig, save_config
 from vadam_rl.errors import UserError
+from vadam_rl.report.loading import RunRecord, load_runs
+from vadam_rl.report.statistics import aggregate, aligned_curves, compare
+from vadam_rl.report.tables import render_csv
 
 # Final returns per seed chosen so that mean and IQM differ: the IQM drops the outlier 100.
 VADAM_FINALS = [10.0, 20.0, 30.0, 40.0, 100.0]  # mean 40, IQM mean(20, 30, 40) = 30
@@ -496,8 +490,8 @@ def test_report_command_on_an_empty_folder_says_so_in_one_line(tmp_path: Path):
 
 
 def test_a_run_saved_before_a_config_field_existed_has_the_same_settings(tmp_path: Path):
-    from vadam_rl.commands.report import config_differences
     from vadam_rl.config import load_preset, to_dict
+    from vadam_rl.report.statistics import config_differences
 
     new = to_dict(load_preset("ddpg-vadam"))
     old = to_dict(load_preset("ddpg-vadam"))
