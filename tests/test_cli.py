@@ -310,3 +310,16 @@ def test_a_run_uses_one_thread_unless_told_otherwise(tmp_path: Path, monkeypatch
     assert "threads:       3\n" in from_env.stdout
     flag = run_cli(*pendulum_args(tmp_path, "flag"), *short, "--threads", "2", check=True)
     assert "threads:       2\n" in flag.stdout
+
+
+def test_the_help_describes_every_subcommand_agents_included():
+    result = run_cli("--help")
+    assert "List the agent presets" in result.stdout
+
+
+def test_eval_and_export_take_the_same_policy_of_a_run_by_default(tmp_path: Path):
+    from sb3_helpers import make_random_run
+
+    run = make_random_run(tmp_path / "run", "Pendulum-v1", [16, 16], best_step=1000)
+    result = run_cli("eval", str(run.path), "--episodes", "1", check=True)
+    assert "step_2000.pt" in result.stdout  # the most recent, as export takes it

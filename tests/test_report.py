@@ -564,3 +564,13 @@ def test_a_comparison_of_two_seeds_has_no_interval_and_is_not_marked_as_excludin
     row = next(line for line in result.table.splitlines() if line.startswith("| ddpg-vadam −"))
     assert "[too few seeds]" in row and "| yes |" not in row
     assert any(note.startswith("Too few seeds for an interval") for note in result.notes)
+
+
+def test_the_probability_of_improvement_chart_has_a_legend_for_its_bar_colours(tmp_path: Path):
+    from vadam_rl.report.figures import IMPROVEMENT_COLORS, probability_of_improvement_figure
+
+    make_grid(tmp_path)
+    result = summarize(tmp_path, resamples=FEW)
+    [legend] = probability_of_improvement_figure(result.differences).legends
+    texts = {text.get_text() for text in legend.get_texts()}
+    assert texts and texts <= set(IMPROVEMENT_COLORS.values())

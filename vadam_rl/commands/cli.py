@@ -31,7 +31,7 @@ def commands() -> dict[str, Callable[..., object]]:
     from vadam_rl.commands.train import ImportArgs, TrainArgs
 
     return {
-        "agents": lambda: agents_command(),
+        "agents": agents_command,
         "compare": compare_command,
         "eval": eval_command,
         "export": export_command,

@@ -14,7 +14,6 @@ import tyro
 from vadam_rl.commands.options import option
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
-from vadam_rl.run_dir import BEST_POLICY, POLICIES
 
 if TYPE_CHECKING:
     from vadam_rl.agent.networks import Actor
@@ -36,7 +35,7 @@ def export_command(
     zoo_layout: Annotated[Path | None, option("DIR", "none")] = None,
     onnx: Annotated[Path | None, option("FILE", "none")] = None,
 ) -> None:
-    """Export a run's mean policy as a Stable-Baselines3 DDPG zip (loads with DDPG.load).
+    """Export a run's mean policy as a Stable-Baselines3 zip (DDPG.load, or TD3.load for a TD3 run).
 
     The zip holds the mean policy only; the Vadam posterior stays in RUN_DIR/checkpoint.pt.
 
@@ -73,7 +72,7 @@ def export_command(
         exp_dir = write_zoo_layout(path, config, zoo_layout)
         exp_id = exp_dir.name.rsplit("_", 1)[1]
         print(
-            f"wrote {exp_dir}; play it with: python -m rl_zoo3.enjoy --algo ddpg "
+            f"wrote {exp_dir}; play it with: python -m rl_zoo3.enjoy --algo {config.algorithm} "
             f"--env {config.env_id} -f {zoo_layout} --exp-id {exp_id}"
         )
 
@@ -87,11 +86,12 @@ def eval_command(
     video_steps: Annotated[int | None, option("N", "the whole episode")] = None,
     device: Annotated[Literal["auto", "cpu", "cuda"], option("DEVICE")] = "auto",
     weights_only: bool = False,
+    checkpoint: Annotated[str, option("WHICH")] = "last",
 ) -> None:
     """Evaluate a policy deterministically and print its mean return ± std.
 
-    A run directory is evaluated with policies/best.pt (else its most recent policy); a zip
-    may be any Stable-Baselines3 DDPG/TD3 MlpPolicy model.
+    A run directory is evaluated with its most recent policy, the one export exports.
+    A zip may be any Stable-Baselines3 DDPG/TD3 MlpPolicy model.
 
     Args:
         target: A run directory or a Stable-Baselines3 DDPG/TD3 zip.
@@ -102,6 +102,9 @@ def eval_command(
         video_steps: Record at most N steps of that episode (a short clip; rl-zoo's -n).
         device: auto (CUDA if present), cpu or cuda.
         weights_only: Read only the zip's tensors: SB3 zips hold pickles, which run code.
+        checkpoint: A run's policy: last (the most recent: the run's final policy once it
+            finished, as in model.zip), best (the best evaluation's, chosen on evaluation
+            episodes, so an optimistic pick) or a step number N.
     """
     from vadam_rl.commands.train import UNPICKLING_NOTE
     from vadam_rl.device import resolve_device
@@ -121,7 +124,7 @@ def eval_command(
     torch_device = resolve_device(device)
     target = Path(target)
     if target.is_dir():
-        actor, env_id, label = _run_dir_actor(target, env)
+        actor, env_id, label = _run_dir_actor(target, env, checkpoint)
     elif target.is_file():
         if not weights_only:
             print(UNPICKLING_NOTE.format(path=target), file=sys.stderr)
@@ -147,14 +150,13 @@ def eval_command(
         print(f"wrote {video} ({steps:.0f} steps, return {recorded.mean_return:.2f})")
 
 
-def _run_dir_actor(run_dir: Path, env_id: str | None) -> tuple[Actor, str, str]:
+def _run_dir_actor(run_dir: Path, env_id: str | None, checkpoint: str) -> tuple[Actor, str, str]:
     from vadam_rl.agent.networks import mean_actor
     from vadam_rl.sb3.export import policy_file, read_policy_file, read_run_config
     from vadam_rl.sb3.load import load_checked
 
     config = read_run_config(run_dir)
-    has_best = (run_dir / POLICIES / BEST_POLICY).is_file()
-    source = policy_file(run_dir, "best" if has_best else "last")
+    source = policy_file(run_dir, checkpoint)
     weights = read_policy_file(source)
     env_id = env_id or config.env_id
     with contextlib.closing(make_env(env_id)) as env:

@@ -131,7 +131,22 @@ def plot_performance_profiles(
 
 def plot_probability_of_improvement(differences: list[Difference], path: Path) -> None:
     """P(X > Y) of the final returns with its 95% interval, one bar per comparison."""
+    _save_png(probability_of_improvement_figure(differences), path)
+
+
+# What the bars' colours say, as the legend words it.
+IMPROVEMENT_COLORS = {
+    "C2": "interval above 0.5: X ends higher",
+    "C3": "interval below 0.5: Y ends higher",
+    "C0": "interval includes 0.5, or too few seeds",
+}
+
+
+def probability_of_improvement_figure(differences: list[Difference]) -> Any:
+    """The figure of ``plot_probability_of_improvement``, bars coloured by what their
+    interval says, with a legend for the colours."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     fig = Figure(figsize=(7.2, max(3.0, 1.4 + 0.45 * len(differences))), layout="constrained")
     ax = fig.subplots()
@@ -141,7 +156,7 @@ def plot_probability_of_improvement(differences: list[Difference], path: Path) -
         xerr = None
         if math.isfinite(p.low):
             xerr = [[p.value - p.low], [p.high - p.value]]
-        color = "C2" if p.low > 0.5 else ("C3" if p.high < 0.5 else "C0")
+        color = color_of(p)
         ax.barh([y], [p.value], color=color, alpha=0.35, height=0.6)
         ax.errorbar([p.value], [y], xerr=xerr, fmt="o", color=color, capsize=4, elinewidth=2)
     several_envs = len({d.env_id for d in differences}) > 1  # else the title names it
@@ -154,4 +169,12 @@ def plot_probability_of_improvement(differences: list[Difference], path: Path) -
     ax.grid(axis="x", alpha=0.3)
     envs = ", ".join(sorted({d.env_id for d in differences}))
     fig.suptitle(f"{envs}: probability of improvement, 95% stratified-bootstrap CI (rliable)")
-    _save_png(fig, path)
+    used = list(dict.fromkeys(color_of(d.improvement) for d in differences))
+    handles = [Patch(color=c, alpha=0.35, label=IMPROVEMENT_COLORS[c]) for c in used]
+    fig.legend(handles=handles, loc="outside lower center", fontsize="small", ncols=len(used))
+    return fig
+
+
+def color_of(p: Any) -> str:
+    """The bar colour of P(X > Y) ``p``: see ``IMPROVEMENT_COLORS``."""
+    return "C2" if p.low > 0.5 else ("C3" if p.high < 0.5 else "C0")
