@@ -32,6 +32,7 @@ from vadam_rl.agent.optimizers import _BUILDERS, build_optimizer
 from vadam_rl.config import OptimizerConfig, list_presets, load_preset
 from vadam_rl.optim import (
     VOGN,
+    Adam,
     AdamExplore,
     VadaGrad,
     Vadam,
@@ -315,7 +316,7 @@ CONFIG = dict(lr=0.0123, betas=(0.8, 0.95), weight_decay=0.01, eps=1e-5,
               damping_before_bias_correction=True, prior_precision=0.3, train_set_size=50.0,
               precision_floor=2.0, init_precision=7.0, sigma_lr=0.02)  # fmt: skip
 EXPECTED = {
-    "adam": (torch.optim.Adam, dict(lr=0.0123, betas=(0.8, 0.95), eps=1e-5, weight_decay=0.01)),
+    "adam": (Adam, dict(lr=0.0123, betas=(0.8, 0.95), eps=1e-5, weight_decay=0.01)),
     "vadam": (Vadam, dict(lr=0.0123, betas=(0.8, 0.95), prior_precision=0.3, train_set_size=50.0,
                           precision_floor=2.0, damping_before_bias_correction=True)),
     "vadagrad": (VadaGrad, dict(lr=0.0123, beta=0.95, train_set_size=50.0, init_precision=7.0)),

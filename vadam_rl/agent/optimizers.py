@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from vadam_rl.config import ConfigError, OptimizerConfig, TrainConfig
+from vadam_rl.optim.adam import Adam
 from vadam_rl.optim.adam_explore import AdamExplore
 from vadam_rl.optim.vadagrad import VadaGrad
 from vadam_rl.optim.vadam import Vadam
@@ -47,7 +48,8 @@ def check_optimizers(config: TrainConfig) -> None:
 
 
 def _adam(params: Params, cfg: OptimizerConfig, generator: Generators):
-    return torch.optim.Adam(
+    # vadam-rl's Adam: torch's, plus a graph mode for the compiled update.
+    return Adam(
         params,
         lr=cfg.lr,
         betas=cfg.betas,

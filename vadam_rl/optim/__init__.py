@@ -1,4 +1,5 @@
-"""Variational optimizers with a posterior you can sample (see ``base.VariationalOptimizer``).
+"""Variational optimizers with a posterior you can sample (see ``base.VariationalOptimizer``),
+and ``Adam``: torch's, with the graph mode a compiled update steps it through.
 
 A library of ``torch.optim.Optimizer`` subclasses: it imports nothing of the rest of vadam-rl
 but ``vadam_rl.rng`` (per-agent generators), so it can be used on any network.
@@ -8,6 +9,7 @@ but ``vadam_rl.rng`` (per-agent generators), so it can be used on any network.
 
 from typing import Any
 
+from vadam_rl.optim.adam import Adam
 from vadam_rl.optim.adam_explore import AdamExplore
 from vadam_rl.optim.base import VariationalOptimizer
 from vadam_rl.optim.per_example import PerExampleGradients, linear_grad_sq_means, per_example_grads
@@ -19,6 +21,7 @@ from vadam_rl.optim.vprop import Vprop
 __all__ = [
     "IVON",
     "VOGN",
+    "Adam",
     "AdamExplore",
     "PerExampleGradients",
     "VadaGrad",

@@ -28,9 +28,9 @@ The parameters the optimizer was built with always hold ``mu`` outside of ``step
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -53,3 +53,41 @@ class VariationalOptimizer(Protocol):
         """Write one draw theta = mu + sigma * eps into ``params`` (same shapes, same order);
         ``reuse_in_next_step``: the next ``step`` evaluates its closure at this draw."""
         ...
+
+
+@runtime_checkable
+class GraphStepping(Protocol):
+    """An optimizer with a graph mode: a ``step`` that a compiled graph or a CUDA graph can
+    hold (``Vadam``, ``vadam_rl.optim.Adam``). After ``enter_graph_mode()``, each ``step``
+    must follow a ``prepare_graph_step()`` (eager: step counts, random draws, written into
+    tensors that keep their address) and be followed by ``finish_graph_step()``."""
+
+    graph_safe: bool
+
+    @property
+    def in_graph_mode(self) -> bool: ...
+
+    def enter_graph_mode(self) -> None: ...
+
+    def prepare_graph_step(self) -> None: ...
+
+    def graph_step(self, closure: Callable[[], Any]) -> Any:
+        """The step of graph mode (what ``step`` does there), as a plain method."""
+        ...
+
+    def finish_graph_step(self) -> None: ...
+
+
+def take_step(optimizer: object, closure: Callable[[], Any]) -> Any:
+    """``optimizer.step(closure)``; in graph mode ``graph_step(closure)``, the same step
+    without the profiler hook torch.optim wraps around every ``step`` (a
+    ``record_function``, which ``torch.compile`` can only drop, with a warning each time it
+    compiles). What the learners call."""
+    if getattr(optimizer, "in_graph_mode", False):
+        return optimizer.graph_step(closure)  # type: ignore[attr-defined]
+    return optimizer.step(closure)  # type: ignore[attr-defined]
+
+
+def has_graph_mode(optimizer: object) -> bool:
+    """Whether ``optimizer`` can step inside a graph (the one check the speed-ups ask)."""
+    return isinstance(optimizer, GraphStepping) and bool(optimizer.graph_safe)

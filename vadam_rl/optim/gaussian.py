@@ -149,6 +149,10 @@ class DiagonalGaussianOptimizer(Optimizer):
     graph_safe = False
     """Whether this optimizer has a graph mode (``enter_graph_mode``)."""
 
+    @property
+    def in_graph_mode(self) -> bool:
+        return self._graph_mode
+
     def enter_graph_mode(self) -> None:
         """From now on ``prepare_graph_step()`` must precede every ``step``.
 

@@ -183,10 +183,9 @@ class Vadam(DiagonalGaussianOptimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Any:  # type: ignore[override]
         """Draw theta, evaluate ``closure`` there, restore mu, update; returns the loss."""
-        loss, per_group = self._gradients_at_samples(closure, self.num_samples)
         if self._graph_mode:
-            self._graph_step(per_group)
-            return loss
+            return self.graph_step(closure)
+        loss, per_group = self._gradients_at_samples(closure, self.num_samples)
         for group, found in zip(self.param_groups, per_group, strict=True):
             states = [self.state[p] for p in found.params]
             for state in states:
@@ -207,6 +206,14 @@ class Vadam(DiagonalGaussianOptimizer):
                 damping_before_bias_correction=group["damping_before_bias_correction"],
                 foreach=group["foreach"],
             )
+        return loss
+
+    @torch.no_grad()
+    def graph_step(self, closure: Closure | None = None) -> Any:
+        """``step`` in graph mode: the draws and scalars ``prepare_graph_step`` left on the
+        device; a plain method, so a compiled graph traces no profiler hook."""
+        loss, per_group = self._gradients_at_samples(closure, self.num_samples)
+        self._graph_step(per_group)
         return loss
 
     def _graph_step(self, per_group: list) -> None:
@@ -306,7 +313,7 @@ def step_along_moments(
     eps: float,
 ) -> None:
     """params += step_size * m / (sqrt(s) / bias_correction2_sqrt + eps), foreach, with the
-    step's scalars read from 0-dim tensors (graph mode; also ``compiled.AdamGraphStep``).
+    step's scalars read from 0-dim tensors (graph mode; also ``vadam_rl.optim.Adam``).
     ``bias_correction2_sqrt`` None: eps joins sqrt(s) unscaled (already bias-corrected)."""
     denom = torch._foreach_sqrt(exp_avg_sqs)
     if bias_correction2_sqrt is not None:
