@@ -1,10 +1,11 @@
 """Four ways to compute our DDPG update's gradients, timed on the same batches.
 
-- **autograd**: eager losses and ``backward()`` (as ``DDPG.autograd_step``);
+- **autograd**: eager losses and ``backward()`` (the learner's update with autograd's
+  gradients, as for networks the hand-written ones do not know);
 - **compiled**: the same loss computations compiled with ``torch.compile`` (inductor); the
   backward passes run the compiled backward graphs;
-- **hand-written**: ``DDPG.update`` as the training loop runs it, with the gradients of
-  ``vadam_rl.fast.backprop`` (no autograd graph);
+- **hand-written**: the update as the training loop runs it eagerly, with the gradients of
+  ``vadam_rl.agent.mlp_grad`` (no autograd graph);
 - **hand-written+compile**: the same with ``compile=True``: the whole update (gradients,
   optimizer steps, Polyak) as one ``torch.compile`` graph (``vadam_rl.fast.compiled``).
 
@@ -33,16 +34,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run import BATCH_SIZE, Settings, fill_buffer, ours_config, sync
 
 from vadam_rl.agent.batch import Batch
-from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.learner import ActorCritic
 from vadam_rl.agent.networks import polyak_update
+from vadam_rl.agent.registry import make_learner
 from vadam_rl.config import TrainConfig
 from vadam_rl.fast.select import speed_up
-from vadam_rl.training.buffer import ReplayBuffer
+from vadam_rl.rng import AgentGenerators
+from vadam_rl.training.buffer import AgentBuffer
 
 
-def make_update(agent: DDPG, config: TrainConfig, variant: str):
+def make_update(agent: ActorCritic, config: TrainConfig, variant: str):
     if variant.startswith("hand-written"):
-        speed_up(agent, config)
+        return speed_up(agent, config).update
+    if variant == "autograd":
+        agent.layers = None  # type: ignore[attr-defined]  # the learner's autograd path
         return agent.update
     compiled = variant == "compiled"
 
@@ -95,14 +100,16 @@ def main() -> None:
     config = ours_config(args.preset, Settings(device=args.device))
     variants = ("autograd", "compiled", "hand-written", "hand-written+compile")
     updates = {}
+    if config.algorithm != "ddpg":
+        raise SystemExit(f"{args.preset}: this bench writes DDPG's losses out; use a ddpg preset")
     for name in variants:
-        generator = torch.Generator(device=device).manual_seed(0)
-        torch.manual_seed(0)
+        generators = AgentGenerators([torch.Generator(device=device).manual_seed(0)])
         config.compile = name == "hand-written+compile"
-        agent = DDPG(17, 6, config, device, generator=generator)
+        agent = make_learner(config, 17, 6, device, [0], generators)
         updates[name] = (agent, make_update(agent, config, name))
-    buffer = ReplayBuffer(50_000, 17, 6, device, generator=torch.Generator(device=device))
-    fill_buffer(buffer, 50_000, device)
+    streams = AgentGenerators([torch.Generator(device=device)])
+    buffer = AgentBuffer(50_000, 17, 6, device, streams)
+    fill_buffer(buffer, 50_000, device, agents=1)
     per_round = args.updates // args.rounds
     batches = [buffer.sample(BATCH_SIZE) for _ in range(20 + per_round * args.rounds)]
     for name, (_, update) in updates.items():

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run import BATCH_SIZE, Settings, fill_buffer, ours_config
 
 from vadam_rl.agent.batch import Batch
-from vadam_rl.agent.ddpg import DDPG
-from vadam_rl.agent.population import PopulationDDPG
+from vadam_rl.agent.learner import ActorCritic
+from vadam_rl.agent.registry import make_learner
 from vadam_rl.fast.select import speed_up
 from vadam_rl.rng import AgentGenerators
-from vadam_rl.training.buffer import AgentBuffer, ReplayBuffer
+from vadam_rl.training.buffer import AgentBuffer
 
 OBS_DIM, ACT_DIM = 17, 6
 CAPACITY = 20_000
@@ -45,54 +45,48 @@ def generators(agents: int, device: torch.device, seed: int) -> list[torch.Gener
 
 def build(
     preset: str, agents: int, device: torch.device, cuda_graph: bool
-) -> tuple[DDPG, list[torch.Generator]]:
+) -> tuple[ActorCritic, list[torch.Generator]]:
     """A learner (one agent, or a population of ``agents``) and its noise generators."""
     graph = f"cuda_graph={str(cuda_graph).lower()}"
     config = ours_config(preset, Settings(device=str(device), overrides=[graph]))
     gens = generators(agents, device, seed=0)
-    torch.manual_seed(0)
-    if agents == 1:
-        agent = DDPG(OBS_DIM, ACT_DIM, config, device, generator=gens[0])
-    else:
-        singles = [DDPG(OBS_DIM, ACT_DIM, config, device, generator=g) for g in gens]
-        agent = PopulationDDPG(singles, config, AgentGenerators(gens))
+    agent = make_learner(
+        config, OBS_DIM, ACT_DIM, device, list(range(agents)), AgentGenerators(gens)
+    )
     agent.speed_ups = speed_up(agent, config)  # type: ignore[attr-defined]
     return agent, gens
 
 
-def filled_buffer(agents: int, device: torch.device) -> ReplayBuffer:
+def filled_buffer(agents: int, device: torch.device) -> AgentBuffer:
     """Random transitions (an update's cost does not depend on their values)."""
     gens = generators(agents, device, seed=1000)
-    if agents == 1:
-        buffer = ReplayBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, generator=gens[0])
-    else:
-        buffer = AgentBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, AgentGenerators(gens))
-    fill_buffer(buffer, CAPACITY, device, agents=0 if agents == 1 else agents)
+    buffer = AgentBuffer(CAPACITY, OBS_DIM, ACT_DIM, device, AgentGenerators(gens))
+    fill_buffer(buffer, CAPACITY, device, agents=agents)
     return buffer
 
 
 def compare(preset: str, agents: int, updates: int, rounds: int, device: torch.device) -> dict:
     eager, _ = build(preset, agents, device, cuda_graph=False)
     graphed, _ = build(preset, agents, device, cuda_graph=True)
-    if graphed.speed_ups.graphed is None:
+    if not graphed.speed_ups.graphed:
         raise RuntimeError(f"{preset}: no graphed update ({graphed.speed_ups.eager_reason})")
     buffer = filled_buffer(agents, device)
     per_round = updates // rounds
     batches = [buffer.sample(BATCH_SIZE) for _ in range(WARMUP + per_round * rounds)]
     started = time.perf_counter()
     for batch in batches[:WARMUP]:  # the graphed agent's eager updates, then its capture
-        eager.update(batch)
-        graphed.update(batch)
+        eager.speed_ups.update(batch)
+        graphed.speed_ups.update(batch)
     torch.cuda.synchronize()
     capture_s = time.perf_counter() - started
 
     def run_eager(chunk: list[Batch]) -> None:
         for batch in chunk:
-            eager.update(batch)
+            eager.speed_ups.update(batch)
 
     def run_graph(chunk: list[Batch]) -> None:
         for batch in chunk:
-            graphed.update(batch)
+            graphed.speed_ups.update(batch)
 
     times: dict[str, list[float]] = {"eager": [], "graph": []}
     for r in range(rounds):

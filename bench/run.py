@@ -1,4 +1,4 @@
-"""Training speed on HalfCheetah-v5: ours vs Stable-Baselines3 DDPG vs the compute bound.
+"""Training speed on HalfCheetah-v5: ours vs Stable-Baselines3 (DDPG, TD3) vs the compute bound.
 
 One run, one machine, the same settings for everybody: batch 100, [400, 300] actor and
 critic, one gradient step per env step, ``learning_starts`` uniformly random steps first.
@@ -6,14 +6,17 @@ Measured, each in a fresh Python process (so peak memory belongs to one thing an
 measurement cannot warm up or slow down the next):
 
 - **ours**: ``vadam_rl.training.run.train`` (the real loop: collector, buffer, update, logging) for
-  the ``ddpg-adam`` preset (Gaussian noise 0.1: SB3's algorithm) and ``ddpg-vadam``. The
+  the ``ddpg-adam`` preset (Gaussian noise 0.1: SB3's algorithm) and ``ddpg-vadam`` (or the
+  ``--presets`` named, e.g. ``td3 td3-vadam``). The
   loop logs at every ``log_every`` steps, after reading its metrics (a host sync on CUDA);
   the TensorBoard wall time of those log events at steps s1 < s2, both past ``learning_starts``
   plus a warm-up, gives (s2 - s1) / (t2 - t1). Set-up, the random phase, the final
   evaluation and the checkpoint are outside that window.
-- **SB3**: ``stable_baselines3.DDPG`` with the same hyperparameters, timed by a callback at
-  the same steps s1 and s2 (synchronising CUDA there).
-- **update alone**: ``DDPG.update(buffer.sample(100))`` on a filled buffer (ours), and
+- **SB3**: ``stable_baselines3.DDPG`` (``TD3`` for TD3 presets, with TD3's delay and target
+  smoothing) with the same hyperparameters, timed by a callback at the same steps s1 and s2
+  (synchronising CUDA there). Each preset's "vs SB3" is against SB3's same algorithm.
+- **update alone**: the update training runs (``build_runs``' learner and replay buffer,
+  ``speed_ups.update(buffer.sample(100))``) on a filled buffer (ours), and
   ``model.train(1, 100)`` (SB3) after its run; **env alone**: HalfCheetah-v5 steps with
   random actions. Loop time minus both is acting, noise, buffer writes and Python.
 - **compute bound**: the FLOPs of one update (2*m*k*n per matmul: target actor + critic
@@ -38,6 +41,7 @@ measurement cannot warm up or slow down the next):
     python bench/run.py --device cuda --no-cuda-graph     # ddpg-adam's update eager on CUDA
     python bench/run.py --device cuda --set cuda_graph=true   # ddpg-vadam graphed as well
     python bench/run.py --device cuda --population 10 --population-set async_envs=true
+    python bench/run.py --short --rounds 3 --presets td3 td3-vadam   # against SB3's TD3
 """
 
 from __future__ import annotations
@@ -68,13 +72,28 @@ PRESETS = ("ddpg-adam", "ddpg-vadam")
 """The presets timed unless ``--presets`` names others."""
 
 
+def algorithm_of(preset: str) -> str:
+    from vadam_rl.config import load_preset
+
+    return load_preset(preset).algorithm
+
+
+def sb3_part(preset: str) -> str:
+    """The SB3 part a preset is compared with: ``sb3`` (DDPG) or ``sb3-td3``."""
+    return "sb3" if algorithm_of(preset) == "ddpg" else "sb3-td3"
+
+
 def parts_order(presets: list[str]) -> tuple[str, ...]:
     """What ``--rounds`` repeats, in this order, each in its own process: the
     micro-benchmarks (update alone, env alone, the bound's matmuls) too, since one slow
-    minute would otherwise set every "vs bound"; SB3 after the first preset, so that a
-    drifting machine load does not favour one side."""
-    ours = [f"ours:{p}" for p in presets]
-    return ("micro", *ours[:1], "sb3", *ours[1:])
+    minute would otherwise set every "vs bound"; each SB3 algorithm after the first preset
+    it is compared with, so that a drifting machine load does not favour one side."""
+    order: list[str] = ["micro"]
+    for preset in presets:
+        order.append(f"ours:{preset}")
+        if sb3_part(preset) not in order:
+            order.append(sb3_part(preset))
+    return tuple(order)
 
 
 @dataclasses.dataclass
@@ -305,22 +324,22 @@ def fill_buffer(buffer, n: int, device: torch.device, agents: int = 0) -> None:
 
 
 def bench_ours_update(preset: str, settings: Settings) -> float:
-    """Updates/s of ``DDPG.update(buffer.sample(100))``, the loop's training step."""
-    from vadam_rl.agent.ddpg import DDPG
-    from vadam_rl.fast.select import speed_up
-    from vadam_rl.training.buffer import ReplayBuffer
+    """Updates/s of the loop's training step as training builds it: the learner and replay
+    buffer of ``build_runs`` (one agent), ``speed_ups.update(buffer.sample(100))``."""
+    from vadam_rl.training.build import build_runs
 
     device = torch.device(settings.device)
     config = ours_config(preset, settings)
-    generator = torch.Generator(device=device).manual_seed(0)
-    torch.manual_seed(0)
-    agent = DDPG(OBS_DIM, ACT_DIM, config, device, generator=generator)
-    speed_up(agent, config)  # as a run's agent
-    buffer = ReplayBuffer(10_000, OBS_DIM, ACT_DIM, device, generator=generator)
-    fill_buffer(buffer, 10_000, device)
-    return per_second(
-        lambda: agent.update(buffer.sample(BATCH_SIZE)), settings.update_steps, device
-    )
+    with tempfile.TemporaryDirectory(prefix="vadam-bench-") as tmp:
+        runs = build_runs([config], [Path(tmp) / preset])
+    try:
+        fill_buffer(runs.buffer, 10_000, device, agents=1)
+        update = runs.speed_ups.update
+        return per_second(
+            lambda: update(runs.buffer.sample(BATCH_SIZE)), settings.update_steps, device
+        )
+    finally:
+        runs.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -328,11 +347,12 @@ def bench_ours_update(preset: str, settings: Settings) -> float:
 # ------------------------------------------------------------------------------------------
 
 
-def bench_sb3(settings: Settings) -> dict:
-    """SB3 DDPG's steps/s between the same two steps as ours, then its update alone."""
+def bench_sb3(settings: Settings, algorithm: str = "ddpg") -> dict:
+    """SB3 DDPG's (or TD3's) steps/s between the same two steps as ours, then its update
+    alone."""
     import gymnasium as gym
     import numpy as np
-    from stable_baselines3 import DDPG
+    from stable_baselines3 import DDPG, TD3
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.noise import NormalActionNoise
 
@@ -351,7 +371,8 @@ def bench_sb3(settings: Settings) -> dict:
             return True
 
     env = gym.make(ENV_ID)
-    model = DDPG(
+    # TD3: SB3's defaults are the paper's delay 2, target noise 0.2 clipped at 0.5.
+    model = (DDPG if algorithm == "ddpg" else TD3)(
         "MlpPolicy",
         env,
         learning_rate=1e-3,
@@ -502,6 +523,8 @@ def run_part(part: str, settings: Settings) -> dict:
         result = bench_population(preset, int(agents), settings)
     elif part == "sb3":
         result = bench_sb3(settings)
+    elif part == "sb3-td3":
+        result = bench_sb3(settings, "td3")
     else:
         raise ValueError(f"unknown part {part!r}")
     result["torch_threads"] = torch.get_num_threads()
@@ -594,7 +617,7 @@ def machine_info(settings: Settings) -> dict:
 
 
 def assemble(parts: dict[str, dict], settings: Settings, mode: str) -> dict:
-    micro, sb3 = parts["micro"], parts["sb3"]
+    micro = parts["micro"]
     bound = micro["bound"]
     machine = machine_info(settings)
     machine["torch_threads"] = micro["torch_threads"]
@@ -612,7 +635,7 @@ def assemble(parts: dict[str, dict], settings: Settings, mode: str) -> dict:
         "env_alone": {"steps_per_s": micro["env_steps_per_s"]},
         "micro_rounds": micro.get("rounds", 1),
         "bound": bound,
-        "sb3": sb3,
+        **{key.replace("-", "_"): parts[key] for key in ("sb3", "sb3-td3") if key in parts},
         "ours": {},
         "ratios": {},
     }
@@ -626,7 +649,8 @@ def assemble(parts: dict[str, dict], settings: Settings, mode: str) -> dict:
         ours = dict(parts[f"ours:{preset}"])
         ours["update_per_s"] = micro["update_per_s"][preset]
         result["ours"][preset] = ours
-        result["ratios"][f"{preset}/sb3"] = ours["steps_per_s"] / sb3["steps_per_s"]
+        sb3 = parts[sb3_part(preset)]
+        result["ratios"][f"{preset}/{sb3_part(preset)}"] = ours["steps_per_s"] / sb3["steps_per_s"]
         result["ratios"][f"{preset}/bound"] = ours["steps_per_s"] / bound["updates_per_s"]
     return result
 
@@ -649,9 +673,11 @@ def markdown(result: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     presets = result["settings"]["presets"]
-    rows = [(f"ours {p}", result["ours"][p]) for p in presets] + [("SB3 DDPG", result["sb3"])]
-    sb3_rate = result["sb3"]["steps_per_s"]
-    for name, row in rows:
+    sb3_rows = {"sb3": ("SB3 DDPG", "sb3"), "sb3-td3": ("SB3 TD3", "sb3_td3")}
+    rows = [(f"ours {p}", result["ours"][p], sb3_rows[sb3_part(p)][1]) for p in presets]
+    rows += [(name, result[key], key) for name, key in sb3_rows.values() if key in result]
+    for name, row, against in rows:
+        sb3_rate = result[against]["steps_per_s"]
         step_ms, update_ms = 1e3 / row["steps_per_s"], 1e3 / row["update_per_s"]
         env_ms = 1e3 / env_rate
         cuda = row["cuda_max_allocated_mib"]
@@ -668,7 +694,7 @@ def markdown(result: dict) -> str:
         f"| compute bound | {bound['updates_per_s']:.0f} | | {1e3 / bound['updates_per_s']:.2f} "
         f"| | | | | 100% | | |"
     )
-    lines += _rounds_lines(rows)
+    lines += _rounds_lines([(name, row) for name, row, _ in rows])
     lines += _population_lines(result)
     lines += [
         "",

@@ -41,12 +41,13 @@ sys.meta_path.insert(0, BlockVadamRl())
 import numpy as np
 import torch
 torch.set_num_threads(1)
-from stable_baselines3 import DDPG
+from stable_baselines3 import DDPG, TD3
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-zip_path, obs_path, out_prefix, env_id, seed, episodes = sys.argv[1:7]
-model = DDPG.load(zip_path, device="cpu")
+zip_path, obs_path, out_prefix, env_id, seed, episodes, algo = sys.argv[1:8]
+model = {"DDPG": DDPG, "TD3": TD3}[algo].load(zip_path, device="cpu")
+assert type(model).__name__ == algo
 actions, _ = model.predict(np.load(obs_path), deterministic=True)
 np.save(out_prefix + "actions.npy", actions)
 returns, lengths = evaluate_policy(
@@ -85,8 +86,10 @@ def assert_sb3_matches(
     episodes: int = 2,
     n_obs: int = 1000,
     atol: float = 1e-5,
+    algo: str = "DDPG",
 ) -> dict[str, Any]:
-    """In a separate SB3-only process: ``DDPG.load(zip_path)`` acts like ``actor`` and scores alike.
+    """In a separate SB3-only process: ``DDPG.load(zip_path)`` (``algo``: DDPG or TD3) acts
+    like ``actor`` and scores alike.
 
     Checks (1) ``predict(obs, deterministic=True)`` on ``n_obs`` random observations equals our
     actor's squashed actions mapped to the Box (max abs difference <= ``atol``), and (2)
@@ -104,7 +107,7 @@ def assert_sb3_matches(
             np.save(Path(work) / "obs.npy", obs)
             prefix = str(Path(work) / "sb3.")
             args = [str(zip_path), str(Path(work) / "obs.npy"), prefix, env_id, str(seed)]
-            run_python(SB3_CHECK_SCRIPT, *args, str(episodes), cwd=Path(work))
+            run_python(SB3_CHECK_SCRIPT, *args, str(episodes), algo, cwd=Path(work))
             sb3_actions = np.load(prefix + "actions.npy")
             sb3_eval = json.loads(Path(prefix + "eval.json").read_text())
 

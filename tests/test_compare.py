@@ -41,6 +41,12 @@ def grid_args(runs_dir: Path, *extra: str, steps: int = 2000, workers: int = 2) 
     ]  # fmt: skip
 
 
+def without_seeds(args: list[str]) -> list[str]:
+    """``grid_args`` without its ``--num-seeds 2``, for a test that names its --seeds."""
+    i = args.index("--num-seeds")
+    return args[:i] + args[i + 2 :]
+
+
 def finished_runs(runs_dir: Path) -> list[str]:
     return sorted(p.name for p in runs_dir.iterdir() if layout.is_finished(p))
 
@@ -137,14 +143,16 @@ def test_population_grid_trains_each_presets_seeds_in_one_process_and_extends_th
 
 @pytest.mark.expensive
 def test_a_population_groups_only_runs_that_resume_from_the_same_step(tmp_path: Path):
-    base = grid_args(tmp_path, steps=600)
+    base = without_seeds(grid_args(tmp_path, steps=600))
     base = [a for a in base if a not in PRESETS and a != "--presets"]
     args = ["--presets", "ddpg-adam-plain", "--no-report"]
     run_cli(*base, *args, "--seeds", "0", check=True)  # seed 0 stops at 600,
     longer = [a if a != "600" else "800" for a in base]
     run_cli(*longer, *args, "--seeds", "1", check=True)  # seed 1 at 800
     longest = [a if a != "600" else "1000" for a in base]
-    run_cli(*longest, *args, "--population", "on", check=True)  # a population could not
+    run_cli(
+        *longest, *args, "--seeds", "0-1", "--population", "on", check=True
+    )  # a population could not
     for seed in (0, 1):  # resume both: it trains in lockstep, so each resumes on its own
         name = f"ddpg-adam-plain_Pendulum-v1_s{seed}"
         assert _finished_steps(tmp_path / name) == 1000
@@ -158,7 +166,7 @@ def test_population_runs_land_where_compare_looks_for_them(
     # A namespaced env id (its "/" nested the population's run directories one level too
     # deep, so every rerun started afresh).
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
-    base = grid_args(tmp_path, steps=300)
+    base = without_seeds(grid_args(tmp_path, steps=300))
     base = [a for a in base if a not in PRESETS and a != "--presets"]
     base[base.index("Pendulum-v1")] = "namespaced_env:vadam-test/Pendulum-v1"
     args = [*base, "--presets", "ddpg-adam-plain", "--seeds", "0-1"]

@@ -1,29 +1,24 @@
 """The compiled update (``TrainConfig.compile``): one graph, the eager update's arithmetic.
 
-References: torch.optim.Adam (the Adam graph step must take its steps) and the eager update
-in float64 (compiling may reassociate floats, nothing more). Each compiled agent costs a
-compilation (seconds), so the networks are tiny and the cases few.
+References: torch.optim.Adam (vadam_rl.optim.Adam's graph mode must take its steps) and the
+eager update in float64 (compiling may reassociate floats, nothing more). Each compiled
+learner costs a compilation (seconds), so the networks are tiny and the cases few.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
 from conftest import tensors
-from test_backprop import double_agent, make_batch, make_config, with_speed_ups
+from learners import double_learner, fast, make_batch, make_config
+from torch._logging._internal import warning_once  # (its cache: see the compiled test)
 
-from vadam_rl.agent.population import PopulationDDPG
 from vadam_rl.config import TrainConfig, apply_overrides, load_preset
-from vadam_rl.fast.compiled import (
-    AdamGraphStep,
-    CompiledUpdate,
-    compile_wanted,
-    planned_updates,
-    resolve_auto,
-)
-from vadam_rl.rng import AgentGenerators
+from vadam_rl.fast.compiled import CompiledUpdate, compile_wanted, planned_updates, resolve_auto
+from vadam_rl.optim import Adam
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device name needs no GPU
 
@@ -40,7 +35,7 @@ def two_groups(params, **adam):
         {"params": params[:2], "lr": 1e-2, "weight_decay": 0.1},
         {"params": params[2:], "lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6},
     ]
-    return torch.optim.Adam(groups, **adam)
+    return Adam(groups, **adam)
 
 
 def gradient_closure(params, step: int):
@@ -58,11 +53,12 @@ def test_adam_graph_step_takes_torch_adams_steps():
     first step is Adam's own (it creates the state)."""
     mine, reference = float64_params(), float64_params()
     optimizer = two_groups(mine, fused=True)
-    graph_step = AdamGraphStep(optimizer)
+    optimizer.enter_graph_mode()
     torch_adam = two_groups(reference, foreach=False)
     for step in range(8):
-        graph_step.prepare()
-        graph_step.step(gradient_closure(mine, step))
+        optimizer.prepare_graph_step()
+        optimizer.step(gradient_closure(mine, step))
+        optimizer.finish_graph_step()
         torch_adam.step(gradient_closure(reference, step))
     for p, q in zip(mine, reference, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
@@ -74,52 +70,54 @@ def test_adam_graph_step_takes_torch_adams_steps():
     assert all(p.grad is None for p in mine)
 
 
-def graph_steps(params, optimizer, graph_step, steps) -> None:
+def graph_steps(params, optimizer, steps) -> None:
+    optimizer.enter_graph_mode()
     for step in steps:
-        graph_step.prepare()
-        graph_step.step(gradient_closure(params, step))
+        optimizer.prepare_graph_step()
+        optimizer.step(gradient_closure(params, step))
+        optimizer.finish_graph_step()
 
 
 def test_adam_graph_step_rereads_the_step_count_after_a_reload():
     straight = float64_params()
     optimizer = two_groups(straight, fused=True)
-    graph_steps(straight, optimizer, AdamGraphStep(optimizer), range(6))
+    graph_steps(straight, optimizer, range(6))
 
     first = float64_params()
     first_optimizer = two_groups(first, fused=True)
-    graph_steps(first, first_optimizer, AdamGraphStep(first_optimizer), range(3))
+    graph_steps(first, first_optimizer, range(3))
     resumed = [torch.nn.Parameter(p.detach().clone()) for p in first]
     resumed_optimizer = two_groups(resumed, fused=True)
-    resumed_step = AdamGraphStep(resumed_optimizer)
-    resumed_step.prepare()  # no state yet: nothing to prepare
+    resumed_optimizer.enter_graph_mode()
+    resumed_optimizer.prepare_graph_step()  # no state yet: nothing to prepare
+    resumed_optimizer.finish_graph_step()
     resumed_optimizer.load_state_dict(copy.deepcopy(first_optimizer.state_dict()))
-    resumed_step.reset()
-    graph_steps(resumed, resumed_optimizer, resumed_step, range(3, 6))
+    graph_steps(resumed, resumed_optimizer, range(3, 6))
     assert all(torch.equal(p, q) for p, q in zip(resumed, straight, strict=True))
     assert int(resumed_optimizer.state[resumed[0]]["step"]) == 6
 
 
 def test_adam_graph_step_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="amsgrad"):
-        AdamGraphStep(torch.optim.Adam(float64_params(), amsgrad=True))
+        Adam(float64_params(), amsgrad=True).enter_graph_mode()
     params = float64_params()
-    optimizer = torch.optim.Adam(params[:2])
-    graph_step = AdamGraphStep(optimizer)
-    graph_step.step(gradient_closure(params[:2], 0))  # Adam's own first step
+    optimizer = Adam(params[:2])
+    optimizer.enter_graph_mode()
+    optimizer.step(gradient_closure(params[:2], 0))  # Adam's own first step
     optimizer.add_param_group({"params": params[2:]})
     optimizer.step(gradient_closure(params, 1))  # the groups' step counts now differ
     with pytest.raises(RuntimeError, match="one step count"):
-        graph_step.prepare()
+        optimizer.prepare_graph_step()
 
 
 def test_a_failed_compiled_update_leaves_no_step_half_prepared():
     """A caller that catches the error and goes on gets Adam's steps, none skipped."""
     params, reference = float64_params(), float64_params()
-    optimizer = torch.optim.Adam(params, lr=0.1)
+    optimizer = Adam(params, lr=0.1)
     taken = []
 
     def update(batch):
-        loss = compiled_update.steps[0](gradient_closure(params, len(taken)))
+        loss = optimizer.step(gradient_closure(params, len(taken)))
         taken.append(batch)
         return {"loss": loss}
 
@@ -143,42 +141,62 @@ def test_a_failed_compiled_update_leaves_no_step_half_prepared():
 
 
 def compiled_twins(config: TrainConfig, agents: int = 1):
-    """The same float64 agent twice: eager, and with ``compile=True``."""
+    """The same float64 learner twice: eager, and with ``compile=True``."""
 
-    def agent(compile_: bool):
+    def learner(compile_: bool):
         cfg = copy.deepcopy(config)
         cfg.compile = compile_
-        if agents == 1:
-            return double_agent(cfg)
-        singles = [double_agent(cfg, seed=k, fast=False) for k in range(agents)]
-        gens = AgentGenerators([torch.Generator().manual_seed(3 + k) for k in range(agents)])
-        return with_speed_ups(PopulationDDPG(singles, cfg, gens), cfg)
+        return double_learner(cfg, seeds=range(agents))
 
-    return agent(False), agent(True)
+    return learner(False), learner(True)
 
 
 # Single-agent Vadam compiled is what the reload test below runs; each case costs a
 # compilation (15-30 s), so the suite keeps two.
-@pytest.mark.parametrize(("actor_optimizer", "agents"), [("adam", 1), ("vadam", 3)])
+@pytest.mark.parametrize(
+    ("algorithm", "actor_optimizer", "agents"),
+    [("ddpg", "adam", 1), ("ddpg", "vadam", 3), ("td3", "vadam", 2)],
+)
 @pytest.mark.expensive
-def test_the_compiled_update_is_one_graph_equal_to_the_eager_update(actor_optimizer, agents):
-    """Critic (Adam), actor (Adam, or Vadam with its weight noise), Polyak: one graph."""
+def test_the_compiled_update_is_one_graph_per_phase_equal_to_the_eager_update(
+    algorithm, actor_optimizer, agents
+):
+    """Critic (Adam), actor (Adam, or Vadam with its weight noise), Polyak: one graph (TD3:
+    one for its critic-only updates, one for its full ones)."""
     from torch._dynamo.utils import counters  # no public "what was compiled" query
 
-    eager, compiled = compiled_twins(make_config(actor_optimizer, action_layer=1), agents)
+    config = make_config(actor_optimizer, action_layer=0 if algorithm == "td3" else 1)
+    config.algorithm = algorithm
+    eager, compiled = compiled_twins(config, agents)
     assert compiled.speed_ups.compile_scope == "whole update"
     counters.clear()
-    lead = () if agents == 1 else (agents,)
+    dynamo_warnings = Records()
+    logging.getLogger("torch._dynamo").addHandler(dynamo_warnings)
+    warning_once.cache_clear()  # dynamo says each warning once per process
     for step in range(8):
-        batch = make_batch(leading=lead, seed=step)
-        got, want = compiled.update(batch), eager.update(batch)
+        batch = make_batch(agents=agents, seed=step)
+        got, want = fast(compiled)(batch), fast(eager)(batch)
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-12)
     mine, theirs = tensors(compiled.state_dict()), tensors(eager.state_dict())
     assert mine.keys() == theirs.keys()
     for key in theirs:
         torch.testing.assert_close(mine[key], theirs[key], rtol=1e-9, atol=1e-12)
-    assert counters["stats"]["unique_graphs"] == 1  # the first update ran eagerly
+    # The first update of each phase ran eagerly (no optimizer state yet).
+    assert counters["stats"]["unique_graphs"] == len(compiled.phases)
+    # Graph-mode steps bypass torch.optim's profiler hook, which dynamo would drop with a
+    # "Profiler record function ... will be ignored" warning (printed by every compiled run).
+    logging.getLogger("torch._dynamo").removeHandler(dynamo_warnings)
+    assert not [m for m in dynamo_warnings.messages if "record function" in m]
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 @pytest.mark.expensive
@@ -187,29 +205,27 @@ def test_a_reloaded_compiled_agent_continues_bit_identically():
     the ones the original agent takes (the reload is compiled from its first update)."""
     config = make_config("vadam", action_layer=1)
     config.compile = True
-    original = double_agent(config)
+    original = double_learner(config)
     for step in range(3):
-        original.update(make_batch(seed=step))
-    resumed = double_agent(config, seed=1)
+        fast(original)(make_batch(seed=step))
+    resumed = double_learner(config, seeds=[1])
     resumed.load_state_dict(copy.deepcopy(original.state_dict()))
     resumed.actor_optimizer.generator.set_state(original.actor_optimizer.generator.get_state())
     for step in range(3, 6):
-        got, want = resumed.update(make_batch(seed=step)), original.update(make_batch(seed=step))
+        batch = make_batch(seed=step)
+        got, want = fast(resumed)(batch), fast(original)(batch)
         assert all(torch.equal(got[key], want[key]) for key in want)
     mine, theirs = tensors(resumed.state_dict()), tensors(original.state_dict())
     assert all(torch.equal(mine[key], theirs[key]) for key in theirs)
 
 
-@pytest.mark.expensive
-def test_optimizers_without_a_graph_step_compile_the_gradients_only():
+def test_optimizers_without_a_graph_mode_stay_eager():
+    """Where an optimizer cannot step inside a graph (VadaGrad), nothing is compiled."""
     config = make_config("vadagrad", action_layer=1)
-    eager, compiled = compiled_twins(config)
-    assert compiled.speed_ups.compiled is None
-    assert compiled.speed_ups.compile_scope.startswith("gradients only")
-    batch = make_batch()
-    got, want = compiled.update(batch), eager.update(batch)
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-12)
+    config.compile = True
+    learner = double_learner(config)
+    assert not learner.speed_ups.compiled
+    assert learner.speed_ups.compile_scope.startswith("none (the optimizers cannot")
 
 
 def test_compile_auto_stays_eager_without_a_cxx_compiler(monkeypatch: pytest.MonkeyPatch):

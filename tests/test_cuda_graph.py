@@ -16,8 +16,8 @@ import torch
 from conftest import tensors
 
 from vadam_rl.agent.batch import Batch
-from vadam_rl.agent.ddpg import DDPG
-from vadam_rl.agent.population import PopulationDDPG
+from vadam_rl.agent.learner import ActorCritic
+from vadam_rl.agent.registry import make_learner
 from vadam_rl.config import apply_overrides, list_presets, load_preset
 from vadam_rl.fast.cuda_graph import why_eager
 from vadam_rl.fast.select import speed_up
@@ -38,21 +38,25 @@ def adam_config(device: str, cuda_graph: bool):
     return small_config("ddpg-adam", device, cuda_graph)
 
 
-def make_agent(config, device: torch.device, agents: int) -> DDPG:
-    torch.manual_seed(0)
-    gens = [torch.Generator(device=device).manual_seed(k) for k in range(agents)]
-    if agents == 1:
-        agent = DDPG(OBS, ACT, config, device, generator=gens[0])
-    else:
-        singles = [DDPG(OBS, ACT, config, device, generator=g) for g in gens]
-        agent = PopulationDDPG(singles, config, AgentGenerators(gens))
+def make_agent(config, device: torch.device, agents: int) -> ActorCritic:
+    gens = AgentGenerators([torch.Generator(device=device).manual_seed(k) for k in range(agents)])
+    agent = make_learner(config, OBS, ACT, device, list(range(agents)), gens)
     agent.speed_ups = speed_up(agent, config)  # type: ignore[attr-defined]
     return agent
 
 
+def update(agent: ActorCritic, batch: Batch) -> dict[str, torch.Tensor]:
+    """One update with the speed-ups ``make_agent`` attached (graphed where they are)."""
+    return agent.speed_ups.update(batch)  # type: ignore[attr-defined]
+
+
+def graph(agent: ActorCritic, phase: str = "update"):
+    return agent.speed_ups.graphed[phase]  # type: ignore[attr-defined]
+
+
 def make_batches(n: int, agents: int, device: torch.device) -> list[Batch]:
     g = torch.Generator(device=device).manual_seed(1)
-    lead = () if agents == 1 else (agents,)
+    lead = (agents,)
 
     def randn(*shape):
         return torch.randn(*lead, 64, *shape, device=device, generator=g)
@@ -63,7 +67,7 @@ def make_batches(n: int, agents: int, device: torch.device) -> list[Batch]:
     ]
 
 
-def assert_same_state(a: DDPG, b: DDPG) -> None:
+def assert_same_state(a: ActorCritic, b: ActorCritic) -> None:
     mine, theirs = tensors(a.state_dict()), tensors(b.state_dict())
     assert mine.keys() == theirs.keys()
     different = [k for k in mine if not torch.equal(mine[k].cpu(), theirs[k].cpu())]
@@ -102,9 +106,9 @@ def test_adam_presets_ask_for_it_and_every_preset_accepts_it():
 
 def test_cuda_graph_does_nothing_on_cpu():
     agent = make_agent(adam_config("cpu", cuda_graph=True), torch.device("cpu"), 1)
-    assert agent.speed_ups.graphed is None and "cpu" in agent.speed_ups.eager_reason
+    assert not agent.speed_ups.graphed and "cpu" in agent.speed_ups.eager_reason
     assert not agent.actor_optimizer.param_groups[0]["capturable"]
-    agent.update(make_batches(1, 1, torch.device("cpu"))[0])
+    update(agent, make_batches(1, 1, torch.device("cpu"))[0])
 
 
 @pytest.mark.cuda
@@ -114,24 +118,24 @@ def test_graphed_updates_equal_eager_ones_and_survive_a_reload(agents):
     device = torch.device("cuda")
     eager = make_agent(adam_config("cuda", cuda_graph=False), device, agents)
     graphed = make_agent(adam_config("cuda", cuda_graph=True), device, agents)
-    assert graphed.speed_ups.graphed is not None and eager.speed_ups.graphed is None
+    assert graphed.speed_ups.graphed and not eager.speed_ups.graphed
     batches = make_batches(30, agents, device)
     for batch in batches[:20]:
-        got, want = graphed.update(batch), eager.update(batch)
+        got, want = update(graphed, batch), update(eager, batch)
         for key in want:
             assert torch.equal(got[key], want[key]), key
-    assert graphed.speed_ups.graphed.captured
+    assert graph(graphed).captured
     assert_same_state(graphed, eager)
     # Loading a checkpoint replaces the optimizer state the graph points to: it recaptures.
     reloaded = make_agent(adam_config("cuda", cuda_graph=True), device, agents)
     for batch in batches[:5]:  # captured already, then loaded over
-        reloaded.update(batch)
+        update(reloaded, batch)
     reloaded.load_state_dict(graphed.state_dict())
-    assert not reloaded.speed_ups.graphed.captured
+    assert not graph(reloaded).captured
     for batch in batches[20:]:
-        reloaded.update(batch)
-        eager.update(batch)
-    assert reloaded.speed_ups.graphed.captured
+        update(reloaded, batch)
+        update(eager, batch)
+    assert graph(reloaded).captured
     assert_same_state(reloaded, eager)
 
 
@@ -223,18 +227,18 @@ def test_graphed_vadam_updates_equal_graph_mode_run_eagerly(agents):
     graphed = make_agent(vadam_config("cuda", cuda_graph=True), device, agents)
     reference = make_agent(vadam_config("cuda", cuda_graph=False), device, agents)
     plain = make_agent(vadam_config("cuda", cuda_graph=False), device, agents)
-    assert graphed.speed_ups.graphed is not None and reference.speed_ups.graphed is None
+    assert graphed.speed_ups.graphed and not reference.speed_ups.graphed
     reference.actor_optimizer.enter_graph_mode()
     behaviour = [copy.deepcopy(a.actor) for a in (graphed, reference, plain)]
     for batch in make_batches(20, agents, device):
         for agent, actor in zip((graphed, reference, plain), behaviour, strict=True):
             agent.actor_optimizer.sample_into(actor.parameters(), reuse_in_next_step=True)
         reference.actor_optimizer.prepare_graph_step()
-        got, want = graphed.update(batch), reference.update(batch)
-        plain.update(batch)
+        got, want = update(graphed, batch), update(reference, batch)
+        update(plain, batch)
         for key in want:
             assert torch.equal(got[key], want[key]), key
-    assert graphed.speed_ups.graphed.captured
+    assert graph(graphed).captured
     assert_same_state(graphed, reference)
     for mine, theirs in zip(graphed.actor.parameters(), plain.actor.parameters(), strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)  # float32 rounding
@@ -296,7 +300,7 @@ def test_graph_mode_update_replays_the_same_ops_at_every_step():
         persistent += agent.actor_optimizer._graph_scalars
         names = {t.untyped_storage().data_ptr(): f"t{i}" for i, t in enumerate(persistent)}
         with Trace(names) as trace:
-            DDPG.update(agent, static)  # the eager update (the agent's own is graphed)
+            agent.update(static)  # the eager update (its speed_ups' would be graphed)
         traces.append(trace.ops)
     assert {len(t) for t in traces[1:]} == {len(traces[1])}
     diffs = [
@@ -324,7 +328,7 @@ def test_vadam_graph_mode_refuses_a_double_prepare_and_keeps_state_on_error():
     assert [optimizer.state[p]["step"] for p in params] == before
 
 
-def actor_generators(agent: DDPG) -> list[torch.Generator]:
+def actor_generators(agent: ActorCritic) -> list[torch.Generator]:
     generator = agent.actor_optimizer.generator
     return generator.generators if isinstance(generator, AgentGenerators) else [generator]
 
@@ -351,13 +355,13 @@ def test_graphed_vadam_survives_a_reload_and_draws_like_eager(agents, extra):
         agent.actor_optimizer.sample_into(behaviour.parameters(), reuse_in_next_step=True)
         if reference:
             agent.actor_optimizer.prepare_graph_step()
-        return agent.update(batch)
+        return update(agent, batch)
 
     behaviours = [copy.deepcopy(a.actor) for a in (graphed, plain)]
     for batch in batches[:10]:
         run(graphed, behaviours[0], batch)
         run(plain, behaviours[1], batch)
-    assert graphed.speed_ups.graphed.captured
+    assert graph(graphed).captured
     for a, b in zip(actor_generators(graphed), actor_generators(plain), strict=True):
         assert torch.equal(a.get_state(), b.get_state())
     for mine, theirs in zip(graphed.actor.parameters(), plain.actor.parameters(), strict=True):
@@ -372,7 +376,7 @@ def test_graphed_vadam_survives_a_reload_and_draws_like_eager(agents, extra):
         run(reloaded, behaviours[0], batch)
     reloaded.load_state_dict(state)
     reference.load_state_dict(state)
-    assert not reloaded.speed_ups.graphed.captured
+    assert not graph(reloaded).captured
     for agent in (reloaded, reference):  # the same generator state for both
         for g, h in zip(actor_generators(agent), actor_generators(graphed), strict=True):
             g.set_state(h.get_state())
@@ -381,5 +385,22 @@ def test_graphed_vadam_survives_a_reload_and_draws_like_eager(agents, extra):
         want = run(reference, behaviours[1], batch, reference=True)
         for key in want:
             assert torch.equal(got[key], want[key]), key
-    assert reloaded.speed_ups.graphed.captured
+    assert graph(reloaded).captured
     assert_same_state(reloaded, reference)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("agents", [1, 3])
+def test_graphed_td3_phases_equal_eager_ones(agents):
+    """TD3's two phases (critic only; critic, actor and targets) are two graphs, each
+    replayed when its update comes, equal to the eager updates bit for bit."""
+    device = torch.device("cuda")
+    eager = make_agent(small_config("td3", "cuda", cuda_graph=False), device, agents)
+    graphed = make_agent(small_config("td3", "cuda", cuda_graph=True), device, agents)
+    for batch in make_batches(20, agents, device):
+        got, want = update(graphed, batch), update(eager, batch)
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    assert graph(graphed, "critic").captured and graph(graphed, "full").captured
+    assert_same_state(graphed, eager)

@@ -4,25 +4,30 @@ import torch
 
 from vadam_rl.agent.batch import Batch
 from vadam_rl.agent.ddpg import DDPG
+from vadam_rl.agent.registry import make_learner
 from vadam_rl.config import TrainConfig
+from vadam_rl.rng import AgentGenerators
 
 
 def make_agent(gamma: float = 0.9, tau: float = 0.5) -> DDPG:
+    """A single run's learner (K = 1: every tensor has a leading agent dimension of 1)."""
     config = TrainConfig(gamma=gamma, tau=tau)
     config.actor.hidden_sizes = [16]
     config.critic.hidden_sizes = [16]
-    torch.manual_seed(0)
-    return DDPG(3, 2, config, torch.device("cpu"))
+    generators = AgentGenerators([torch.Generator()])
+    agent = make_learner(config, 3, 2, torch.device("cpu"), [0], generators)
+    assert isinstance(agent, DDPG)
+    return agent
 
 
 def batch(terminated: float, n: int = 8) -> Batch:
     g = torch.Generator().manual_seed(1)
     return Batch(
-        torch.randn(n, 3, generator=g),
-        torch.rand(n, 2, generator=g) * 2 - 1,
-        torch.full((n, 1), 5.0),
-        torch.randn(n, 3, generator=g),
-        torch.full((n, 1), terminated),
+        torch.randn(1, n, 3, generator=g),
+        torch.rand(1, n, 2, generator=g) * 2 - 1,
+        torch.full((1, n, 1), 5.0),
+        torch.randn(1, n, 3, generator=g),
+        torch.full((1, n, 1), terminated),
     )
 
 
@@ -36,7 +41,7 @@ def test_non_terminal_transitions_bootstrap_from_the_target_networks():
     with torch.no_grad():
         next_q = agent.critic_target(b.next_obs, agent.actor_target(b.next_obs))
     metrics = agent.update(b)
-    torch.testing.assert_close(metrics["q_target_mean"], (5.0 + 0.9 * next_q).mean())
+    torch.testing.assert_close(metrics["q_target_mean"], (5.0 + 0.9 * next_q).mean().reshape(1))
 
 
 def test_update_matches_a_hand_written_ddpg_step_with_adam():
@@ -55,7 +60,7 @@ def test_update_matches_a_hand_written_ddpg_step_with_adam():
     for p, p0, g in zip(agent.critic.parameters(), critic, critic_grads, strict=True):
         expected = p0 - 1e-3 * g / (g.abs() + 1e-8)
         torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=0)
-    torch.testing.assert_close(metrics["critic_loss"], critic_loss.detach())
+    torch.testing.assert_close(metrics["critic_loss"], critic_loss.detach().reshape(1))
     # the actor's loss uses the *updated* critic, and the actor moved
     assert any(
         not torch.equal(p, p0) for p, p0 in zip(agent.actor.parameters(), actor, strict=True)
@@ -76,7 +81,7 @@ def test_actor_update_leaves_critic_gradients_untouched_and_targets_follow_polya
 def test_metrics_are_tensors_without_host_sync():
     metrics = make_agent().update(batch(0.0))
     assert set(metrics) >= {"critic_loss", "actor_loss"}
-    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in metrics.values())
+    assert all(isinstance(v, torch.Tensor) and v.shape == (1,) for v in metrics.values())
 
 
 def test_state_dict_round_trip_gives_identical_updates():

@@ -18,10 +18,10 @@ from sb3_helpers import assert_sb3_matches, files_under
 from torch import nn
 
 from vadam_rl.agent.adaptive_noise import AdaptiveScale, action_distance, perturbable
-from vadam_rl.agent.ddpg import DDPG
 from vadam_rl.agent.exploration import ParameterNoise, PosteriorSampling, make_exploration
 from vadam_rl.agent.networks import Actor, NoisyLinear, mean_actor, mean_state, noise_drawn
 from vadam_rl.agent.optimizers import build_optimizer
+from vadam_rl.agent.registry import make_learner
 from vadam_rl.agent.stacking import stack_modules
 from vadam_rl.commands.train import announce_compile
 from vadam_rl.config import (
@@ -32,7 +32,6 @@ from vadam_rl.config import (
     apply_overrides,
     load_preset,
 )
-from vadam_rl.fast.backprop import hand_written_step
 from vadam_rl.fast.select import why_autograd
 from vadam_rl.rng import AgentGenerators
 from vadam_rl.training.outputs import at_floor_fraction
@@ -263,15 +262,15 @@ def pendulum_config(preset: str, *extra: str) -> TrainConfig:
 
 def test_noisy_net_learns_its_sigmas_and_keeps_the_target_on_the_mean():
     config = pendulum_config("ddpg-noisynet")
-    torch.manual_seed(0)
-    agent = DDPG(3, 1, config, torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    generators = AgentGenerators([torch.Generator().manual_seed(0)])
+    agent = make_learner(config, 3, 1, torch.device("cpu"), [0], generators)
     sigmas = [layer.weight_sigma.detach().clone() for layer in agent.actor.modules()
               if isinstance(layer, NoisyLinear)]  # fmt: skip
     from vadam_rl.agent.batch import Batch
 
     g = torch.Generator().manual_seed(1)
-    obs, actions, rewards = (torch.randn(32, d, generator=g) for d in (3, 1, 1))
-    batch = Batch(obs, actions, rewards, torch.randn(32, 3, generator=g), torch.zeros(32, 1))
+    obs, actions, rewards = (torch.randn(1, 32, d, generator=g) for d in (3, 1, 1))
+    batch = Batch(obs, actions, rewards, torch.randn(1, 32, 3, generator=g), torch.zeros(1, 32, 1))
     agent.update(batch)
     after = [
         layer.weight_sigma for layer in agent.actor.modules() if isinstance(layer, NoisyLinear)
@@ -283,7 +282,7 @@ def test_noisy_net_learns_its_sigmas_and_keeps_the_target_on_the_mean():
     policy = agent.policy_state()
     assert not any(key.endswith("_sigma") for key in policy["actor"])
     exploration = make_exploration(config.exploration, agent.actor, None, g)
-    obs = torch.randn(4, 3, generator=g)
+    obs = torch.randn(1, 4, 3, generator=g)
     with torch.no_grad():
         step = exploration.act(obs)
         assert torch.equal(step.mean, agent.actor(obs))
@@ -451,12 +450,22 @@ def test_a_layer_norm_run_exports_to_onnx_and_refuses_an_sb3_zip_with_one_line(
 
 
 @pytest.mark.parametrize(
-    "preset", ["ddpg-param-noise", "ddpg-noisynet", "ddpg-vadam-adaptive", "ddpg-vadam"]
+    "preset",
+    [
+        "ddpg-param-noise",
+        "ddpg-noisynet",
+        "ddpg-vadam-adaptive",
+        "ddpg-vadam",
+        "td3-param-noise",
+        "td3-noisynet",
+        "td3",
+    ],
 )
 def test_the_update_path_announced_before_building_is_the_one_the_agent_gets(preset: str, capsys):
     config = pendulum_config(preset)
-    agent = DDPG(3, 1, config, torch.device("cpu"), generator=torch.Generator())
-    falls_back = preset in ("ddpg-param-noise", "ddpg-noisynet")
-    assert (why_autograd(config) is not None) == (hand_written_step(agent) is None) == falls_back
+    generators = AgentGenerators([torch.Generator()])
+    agent = make_learner(config, 3, 1, torch.device("cpu"), [0], generators)
+    falls_back = preset.endswith(("param-noise", "noisynet"))
+    assert (why_autograd(config) is not None) == (not agent.hand_written) == falls_back
     announce_compile(config)
     assert ("update:        autograd" in capsys.readouterr().out) == falls_back

@@ -15,9 +15,8 @@ from torch import nn
 
 from vadam_rl import run_dir as layout
 from vadam_rl.agent.batch import Batch
-from vadam_rl.agent.ddpg import DDPG
 from vadam_rl.agent.exploration import make_exploration
-from vadam_rl.agent.population import PopulationDDPG
+from vadam_rl.agent.registry import make_learner
 from vadam_rl.agent.stacking import StackedLinear, select_agent, stack_agents, stack_modules
 from vadam_rl.commands.cli import main
 from vadam_rl.commands.compare import Job, run_state
@@ -82,23 +81,31 @@ def test_population_of_three_trains_like_three_single_runs(preset: str, tmp_path
         assert [r["step"] for r in read_evaluations(pop_dir)] == steps
 
 
-def _float64_agents(configs: list[TrainConfig], obs_dim: int, act_dim: int) -> list[DDPG]:
-    agents = []
-    for config in configs:
-        torch.manual_seed(config.seed)
-        generator = torch.Generator()
-        generator.manual_seed(config.seed)
-        agents.append(DDPG(obs_dim, act_dim, config, torch.device("cpu"), generator=generator))
-    return agents
+def _float64_learner(configs: list[TrainConfig], obs_dim: int, act_dim: int):
+    """The learner of these configs' seeds as training builds it (K = len(configs))."""
+    generators = AgentGenerators([torch.Generator().manual_seed(c.seed) for c in configs])
+    learner = make_learner(
+        configs[0], obs_dim, act_dim, torch.device("cpu"), [c.seed for c in configs], generators
+    )
+    return learner, generators
 
 
 @pytest.mark.parametrize(
     "preset",
-    ["ddpg-vadam", "ddpg-adam", "ddpg-param-noise", "ddpg-noisynet", "ddpg-vadam-adaptive"],
+    [
+        "ddpg-vadam",
+        "ddpg-adam",
+        "ddpg-param-noise",
+        "ddpg-noisynet",
+        "ddpg-vadam-adaptive",
+        "td3",
+        "td3-vadam",
+        "td3-param-noise",
+    ],
 )
 def test_population_updates_and_acts_as_its_single_agents_in_float64(preset: str):
-    """The stacked population against K single agents, through the production update path
-    (speed-ups included) and the exploration's acting and adaptation, in float64.
+    """The stacked population against K single runs' learners, through the production
+    update path (speed-ups included) and the exploration's acting and adaptation, in float64.
 
     In float64 the only difference left is the order of sums in batched matmuls: each
     operation contributes about eps = 2.2e-16, and 150 updates of the loop amplify it; 1e-9
@@ -112,32 +119,29 @@ def test_population_updates_and_acts_as_its_single_agents_in_float64(preset: str
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        singles = _float64_agents(configs, obs_dim, act_dim)
-        stacked = _float64_agents(configs, obs_dim, act_dim)
-        population = PopulationDDPG(
-            stacked, configs[0], AgentGenerators([a.generator for a in stacked])
-        )
-        for agent, config in [*zip(singles, configs, strict=True), (population, configs[0])]:
-            speed_up(agent, config)
+        singles = [_float64_learner([c], obs_dim, act_dim) for c in configs]
+        population, pop_generators = _float64_learner(configs, obs_dim, act_dim)
+        single_updates = [
+            speed_up(agent, config).update
+            for (agent, _), config in zip(singles, configs, strict=True)
+        ]
+        pop_update = speed_up(population, configs[0]).update
         explore = [
-            make_exploration(c.exploration, a.actor, a.actor_optimizer, a.generator)
-            for a, c in zip(singles, configs, strict=True)
+            make_exploration(c.exploration, a.actor, a.actor_optimizer, g)
+            for (a, g), c in zip(singles, configs, strict=True)
         ]
         pop_explore = make_exploration(
-            configs[0].exploration,
-            population.actor,
-            population.actor_optimizer,
-            population.generator,
+            configs[0].exploration, population.actor, population.actor_optimizer, pop_generators
         )
         data = torch.Generator().manual_seed(99)
         for update in range(150):
             obs = torch.randn(len(SEEDS), envs, obs_dim, generator=data)
-            actions = torch.stack([e.act(obs[k]).behaviour for k, e in enumerate(explore)])
+            actions = torch.cat([e.act(obs[k : k + 1]).behaviour for k, e in enumerate(explore)])
             torch.testing.assert_close(pop_explore.act(obs).behaviour, actions, rtol=1e-9, atol=0)
             if update % 40 == 39:  # episode ends: parameter noise redraws
                 done = torch.ones(envs, dtype=torch.bool)
                 for e in explore:
-                    e.on_episode_end(done)
+                    e.on_episode_end(done.expand(1, envs))
                 pop_explore.on_episode_end(done.expand(len(SEEDS), envs))
             batch = Batch(
                 torch.randn(len(SEEDS), batch_size, obs_dim, generator=data),
@@ -146,22 +150,22 @@ def test_population_updates_and_acts_as_its_single_agents_in_float64(preset: str
                 torch.randn(len(SEEDS), batch_size, obs_dim, generator=data),
                 (torch.rand(len(SEEDS), batch_size, 1, generator=data) < 0.05).double(),
             )
-            for k, (agent, e) in enumerate(zip(singles, explore, strict=True)):
-                agent.update(Batch(*(field[k] for field in batch)))
-                e.after_update(batch.obs[k])
-            population.update(batch)
+            for k, (update_k, e) in enumerate(zip(single_updates, explore, strict=True)):
+                update_k(Batch(*(field[k : k + 1] for field in batch)))
+                e.after_update(batch.obs[k : k + 1])
+            pop_update(batch)
             pop_explore.after_update(batch.obs)
 
-        for k, (agent, e) in enumerate(zip(singles, explore, strict=True)):
-            assert torch.equal(agent.generator.get_state(), stacked[k].generator.get_state())
-            left = tensors(agent.state_dict())
+        for k, ((agent, generators), e) in enumerate(zip(singles, explore, strict=True)):
+            assert torch.equal(generators[0].get_state(), pop_generators[k].get_state())
+            left = tensors(agent.agent_state_dict(0))
             right = tensors(population.agent_state_dict(k))
             assert left.keys() == right.keys()
             for name in left:
                 # Step counts stay float32, as in torch.optim.Adam; the rest is float64.
                 assert left[name].dtype == torch.float64 or name.endswith("/step"), name
                 torch.testing.assert_close(right[name], left[name], rtol=1e-9, atol=1e-12)
-            left = tensors(e.state_dict())
+            left = tensors(select_agent(e.state_dict(), 0))
             right = tensors(select_agent(pop_explore.state_dict(), k))
             for name in left:
                 torch.testing.assert_close(right[name], left[name], rtol=1e-9, atol=1e-12)
@@ -488,7 +492,7 @@ def test_cli_trains_seeds_as_one_population(tmp_path: Path):
         assert (run_dir / "summary.json").is_file() and (run_dir / "model.zip").is_file()
         assert f"seed: {seed}" in (run_dir / "config.yaml").read_text()
     result = run_cli("train", "--seeds", "4-2", *common)  # bad input: one line, exit 2
-    assert result.returncode == 2 and "expected a list like 0-4" in result.stderr
+    assert result.returncode == 2 and "expected seeds like 0-4" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -496,7 +500,7 @@ def test_cli_trains_seeds_as_one_population(tmp_path: Path):
     "bad, message",
     [
         (["--seeds", "0,0"], "names a seed twice"),
-        (["--seeds", "0-1", "--seed", "3"], "either --seed or --seeds"),
+        (["--seeds", "0-1", "--seed", "3"], "give one of --seed, --seeds and --num-seeds"),
         (["--seeds", "0-1", "--set", "critic.optimizer.name=ivon"], "population"),
     ],
 )

@@ -344,9 +344,9 @@ def test_export_command_prints_the_path_and_lays_out_a_zoo_experiment(tmp_path, 
     assert torch.equal(model.policy.actor.mu[0].weight, run.policies[2000]["actor"]["mu.0.weight"])
 
 
-def test_eval_command_on_a_run_dir_uses_best_and_prints_mean_and_std(tmp_path, capsys):
+def test_eval_command_on_a_run_dir_prints_mean_and_std_of_the_policy_asked_for(tmp_path, capsys):
     run = make_random_run(tmp_path / "run", "Pendulum-v1", [16], best_step=1000)
-    eval_command(run.path, episodes=2, seed=1, device="cpu")
+    eval_command(run.path, episodes=2, seed=1, device="cpu", checkpoint="best")
     out = capsys.readouterr().out
     assert "best.pt on Pendulum-v1: return" in out and "±" in out and "over 2 episodes" in out
 

@@ -9,7 +9,7 @@
       policies/last.pt       mean-policy weights at the latest evaluation
       policies/best.pt       ... at the best evaluation so far
       policies/step_N.pt     ... at each checkpoint (every checkpoint_every steps) and the end
-      model.zip              the final mean policy as a genuine Stable-Baselines3 DDPG zip
+      model.zip              the final mean policy as a genuine Stable-Baselines3 DDPG (TD3) zip
       summary.json           written once, when the run has finished (see SUMMARY_KEYS)
       error.log              the traceback of an unexpected error that stopped the run
       .lock                  held (flock) by the process that trains the run

@@ -20,17 +20,37 @@ from vadam_rl.agent.networks import NoisyLinear
 
 
 class StackedLinear(nn.Module):
-    """K independent ``nn.Linear`` layers: (K, batch, in) -> (K, batch, out)."""
+    """Independent linear layers stacked along leading dimensions: weights (*lead, out, in),
+    inputs (*lead, batch, in) -> (*lead, batch, out).
 
-    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+    Built from ``nn.Linear`` layers (lead = (K,): K agents) or from ``StackedLinear`` layers
+    (lead = (K, *theirs): K agents of TD3's twin critics, (K, 2)), so every layer of every
+    network is one batched matmul whatever the nesting.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module]) -> None:
         super().__init__()
         if any(layer.bias is None for layer in layers):
             raise ValueError("StackedLinear needs layers with a bias")
-        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))  # type: ignore[union-attr]
         self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))  # type: ignore[union-attr]
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        return stacked_linear(x, self.weight, self.bias)
+
+
+def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x W^T + b for weights (*lead, out, in) and inputs (*lead, batch, in): one ``baddbmm``
+    over the flattened leading dimensions (``addmm`` for a plain (out, in) weight)."""
+    if weight.dim() == 2:
+        return torch.addmm(bias, x, weight.t())
+    if weight.dim() == 3:
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    lead, (out, inp) = weight.shape[:-2], weight.shape[-2:]
+    flat = torch.baddbmm(
+        bias.reshape(-1, 1, out), x.reshape(-1, x.shape[-2], inp), weight.reshape(-1, out, inp).mT
+    )
+    return flat.view(*lead, x.shape[-2], out)
 
 
 class StackedLayerNorm(nn.Module):
@@ -47,7 +67,7 @@ class StackedLayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         normed = F.layer_norm(x, self.normalized_shape, eps=self.eps)
-        return torch.addcmul(self.bias.unsqueeze(1), normed, self.weight.unsqueeze(1))
+        return torch.addcmul(self.bias.unsqueeze(-2), normed, self.weight.unsqueeze(-2))
 
 
 def stacked_noisy(layers: Sequence[NoisyLinear]) -> NoisyLinear:
@@ -64,14 +84,16 @@ def stack_modules(modules: Sequence[nn.Module]) -> nn.Module:
     """One module computing all of ``modules`` at once on inputs with a leading agent dim.
 
     The modules must share an architecture of ``nn.Linear``, ``NoisyLinear``, ``LayerNorm``
-    and parameter-free elementwise layers (ReLU, Tanh): anything else holding parameters is
-    refused.
+    and parameter-free elementwise layers (ReLU, Tanh), or be such stacks themselves (then
+    the result has one more leading dimension): anything else holding parameters is refused.
     """
     template = modules[0]
     stacked = copy.deepcopy(template)
     stackers = {
         nn.Linear: StackedLinear,
+        StackedLinear: StackedLinear,
         nn.LayerNorm: StackedLayerNorm,
+        StackedLayerNorm: StackedLayerNorm,
         NoisyLinear: stacked_noisy,
     }
     for name, layer in template.named_modules():

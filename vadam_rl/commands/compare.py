@@ -63,6 +63,9 @@ DEFAULT_PRESETS = (
     "ddpg-adam",
     "ddpg-adam-plain",
 )
+TD3_PRESETS = ("td3-vadam", "td3-vadam-adaptive", "td3-param-noise", "td3", "td3-plain")
+FAMILIES = {"ddpg": DEFAULT_PRESETS, "td3": TD3_PRESETS}
+"""The presets ``compare --algorithm`` runs when no --presets are named."""
 LOGS = "logs"
 STOP_GRACE_S = 120.0
 """How long a stopped run may take to write its checkpoint before it is killed."""
@@ -504,7 +507,8 @@ def _print_outcome(outcome: Outcome, done: int, total: int) -> None:
 
 
 def compare_command(
-    presets: Annotated[list[str], option("PRESET")] = list(DEFAULT_PRESETS),  # noqa: B006 - tyro reads it, never mutated
+    presets: Annotated[list[str] | None, option("PRESET", "the --algorithm family's five")] = None,
+    algorithm: Literal["ddpg", "td3"] = "ddpg",
     seeds: Annotated[str | None, option("LIST", "0-4")] = None,
     num_seeds: Annotated[int | None, option("N", "5")] = None,
     env: Annotated[str, option("ENV_ID")] = "HalfCheetah-v5",
@@ -531,6 +535,9 @@ def compare_command(
 
     Args:
         presets: Agent presets to compare (see `vadam-rl agents`).
+        algorithm: The family compared when no --presets are named: ddpg (ddpg-vadam,
+            ddpg-vadam-adaptive, ddpg-param-noise, ddpg-adam, ddpg-adam-plain) or td3 (the
+            same five ways to explore on TD3: td3-vadam, ..., td3, td3-plain).
         seeds: The seeds, as for train: 0-4, 0,2,7 or 3 (a list of one).
         num_seeds: Seeds 0, 1, ..., N-1 instead (--num-seeds 5 is --seeds 0-4).
         env: Gymnasium env id.
@@ -539,7 +546,7 @@ def compare_command(
         backend: local (a process pool on this machine) or ray (Ray tasks, local or cluster).
         workers: Runs at a time.
         set: Override a config field in every run, e.g. --set batch_size=256.
-        with_noisynet: Add ddpg-noisynet to the presets.
+        with_noisynet: Add the family's noisynet preset (ddpg-noisynet, td3-noisynet).
         with_vadagrad: Add ddpg-vadagrad to the presets.
         with_adam_explore: Add ddpg-adam-explore to the presets.
         device: The device of every run: auto (CUDA if present), cpu or cuda.
@@ -548,9 +555,9 @@ def compare_command(
         population: Each preset's seeds as one population (train --seeds); auto: on a GPU only.
         report: Write the report (vadam-rl report RUNS_DIR) when the grid is done.
     """
-    chosen = list(
-        dict.fromkeys([*presets, *_extra_presets(with_noisynet, with_vadagrad, with_adam_explore)])
-    )
+    family = list(FAMILIES[algorithm]) if presets is None else presets
+    extra = _extra_presets(algorithm, with_noisynet, with_vadagrad, with_adam_explore)
+    chosen = list(dict.fromkeys([*family, *extra]))
     seed_list = seed_values(seeds, num_seeds, default=5)
     if not chosen:
         raise UserError("the grid is empty: give at least one preset and one seed")
@@ -638,11 +645,15 @@ def _use_population(mode: str, device: str) -> bool:
     return device == "cuda"
 
 
-def _extra_presets(with_noisynet: bool, with_vadagrad: bool, with_adam_explore: bool) -> list[str]:
+def _extra_presets(
+    algorithm: str, with_noisynet: bool, with_vadagrad: bool, with_adam_explore: bool
+) -> list[str]:
+    if algorithm != "ddpg" and (with_vadagrad or with_adam_explore):
+        raise UserError("--with-vadagrad and --with-adam-explore have ddpg presets only")
     return [
         name
         for name, wanted in (
-            ("ddpg-noisynet", with_noisynet),
+            (f"{algorithm}-noisynet", with_noisynet),
             ("ddpg-vadagrad", with_vadagrad),
             ("ddpg-adam-explore", with_adam_explore),
         )

@@ -350,7 +350,7 @@ def _apply_import(imported: ImportedPolicy, config: TrainConfig, env: str | None
         config.env_id = env
     for note in imported.notes:
         print(f"note: {note}")
-    return imported.policy_file()
+    return imported.policy_file(algorithm=config.algorithm)
 
 
 def _resume_config(

@@ -22,6 +22,7 @@ from torch import Tensor
 from vadam_rl.agent.batch import Batch
 from vadam_rl.config import TrainConfig
 from vadam_rl.fast.compiled import compile_wanted
+from vadam_rl.optim.base import GraphStepping, has_graph_mode
 
 Update = Callable[[Batch], dict[str, Tensor]]
 
@@ -125,18 +126,19 @@ def make_capturable(
     """
     set_capturable(optimizers)
     graph_mode = [o for o in optimizers if "capturable" not in o.defaults]
+    graph_mode = [o for o in graph_mode if isinstance(o, GraphStepping)]
     for optimizer in graph_mode:
-        optimizer.enter_graph_mode()  # type: ignore[attr-defined]
+        optimizer.enter_graph_mode()
     if not graph_mode:
         return None, None
 
     def prepare() -> None:
         for optimizer in graph_mode:
-            optimizer.prepare_graph_step()  # type: ignore[attr-defined]
+            optimizer.prepare_graph_step()
 
     def after_replay() -> None:
         for optimizer in graph_mode:
-            optimizer.finish_graph_step()  # type: ignore[attr-defined]
+            optimizer.finish_graph_step()
 
     return prepare, after_replay
 
@@ -150,9 +152,10 @@ def set_capturable(optimizers: list[torch.optim.Optimizer]) -> None:
 
 
 def capturable(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether ``optimizer`` can step inside a graph: torch optimizers with that option, and
-    ours with a graph mode (Vadam; VadaGrad, Vprop, AdamExplore and IVON have none yet)."""
-    return "capturable" in optimizer.defaults or getattr(optimizer, "graph_safe", False)
+    """Whether ``optimizer`` can step inside a CUDA graph: torch optimizers with that option
+    (Adam), and ours with a graph mode (Vadam; VadaGrad, Vprop, AdamExplore and IVON have
+    none yet)."""
+    return "capturable" in optimizer.defaults or has_graph_mode(optimizer)
 
 
 def why_eager(

@@ -16,7 +16,7 @@ about ``SINGLE_THREAD_WORK`` multiply-adds on the calling thread and hands bigge
 worker threads of its own, which would compete with torch's for the cores; a batch that makes
 any layer bigger goes through the module. An actor with a hook on any of its modules (or a
 global module hook) acts through the module; hooks added after ``acting_forward`` are not
-seen (as in the hand-written update, ``vadam_rl.fast.backprop``).
+seen (as in the hand-written update, ``vadam_rl.agent.mlp_grad``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vadam_rl.agent.mlp_grad import layers_of
 from vadam_rl.agent.networks import Actor
 from vadam_rl.agent.stacking import StackedLinear
-from vadam_rl.fast.backprop import layers_of
 
 SINGLE_THREAD_WORK = 2**18
 """Most multiply-adds (rows x in x out) of one layer that acting hands to numpy."""

@@ -1,6 +1,8 @@
-"""The Stable-Baselines3 bridge: export runs as genuine SB3 DDPG zips, load and import SB3 zips.
+"""The Stable-Baselines3 bridge: export runs as genuine SB3 DDPG or TD3 zips, load and import
+SB3 zips.
 
-Export builds a real ``stable_baselines3.DDPG("MlpPolicy", env, policy_kwargs=dict(net_arch=...))``,
+Export builds a real ``stable_baselines3.DDPG("MlpPolicy", env, policy_kwargs=dict(net_arch=...))``
+(``TD3`` for a TD3 run, with both critics),
 copies our weights into it and saves it with SB3's own ``model.save`` (plain Adam optimizer
 state, nothing that needs vadam-rl to unpickle). The zip carries the **mean policy only**: the
 Vadam posterior (the optimizer state) stays in ``RUN_DIR/checkpoint.pt``. The actor and its
@@ -30,6 +32,7 @@ import yaml
 from torch import Tensor
 
 from vadam_rl.agent.networks import Critic, mean_actor
+from vadam_rl.agent.stacking import stack_modules
 from vadam_rl.config import ConfigError, TrainConfig, load_config_file
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
@@ -48,6 +51,7 @@ from vadam_rl.sb3.load import (
     import_sb3,
     load_checked,
     load_sb3,
+    sb3_critic_state,
 )
 from vadam_rl.version import __version__
 
@@ -151,7 +155,7 @@ def read_policy_file(path: Path) -> dict[str, Any]:
 
 
 def export_sb3(run_dir: Path, output: Path | None = None, checkpoint: str = "last") -> Path:
-    """Write a run's policy as an SB3 DDPG zip; returns the path written.
+    """Write a run's policy as an SB3 DDPG (or TD3) zip; returns the path written.
 
     ``checkpoint``: ``best``, ``last`` or a step number (see ``policy_file``). ``output``
     defaults to ``RUN_DIR/model.zip`` for ``last`` (the training loop writes the same file at
@@ -187,7 +191,8 @@ def export_policy(
     step: int | None = None,
     source: str = "policy",
 ) -> Path:
-    """Save these mean-policy weights as a genuine SB3 DDPG zip at ``output`` (atomically).
+    """Save these mean-policy weights as a genuine SB3 DDPG zip at ``output`` (atomically); a
+    TD3 run's (``config.algorithm``) as an SB3 TD3 zip with both critics.
 
     The state dicts are those of our ``Actor`` / ``Critic`` built from ``config``; a mismatch is
     a UserError naming the tensor (``source`` says where the weights came from). The caller's
@@ -206,12 +211,16 @@ def export_policy(
     # Building networks draws from torch's RNG: fork it so the caller's streams are unchanged.
     with torch.random.fork_rng(devices=[]), contextlib.closing(make_env(config.env_id)) as env:
         _check_weights(weights, config, env, source)
-        model = _sb3_ddpg(config, env)
+        model = _sb3_model(config, env)
+        if config.algorithm == "td3":
+            weights["critic"] = sb3_critic_state(weights["critic"])
+            weights["critic_target"] = sb3_critic_state(weights["critic_target"])
         critic_copied = _copy_weights(model.policy, weights, config.critic.action_layer, source)
         if step is not None:
             model.num_timesteps = step
         metadata = {
             "exported_by": f"vadam-rl {__version__}",
+            "algorithm": config.algorithm,
             "env_id": config.env_id,
             "step": step,
             "source": Path(source).name,
@@ -251,18 +260,32 @@ def _check_weights(
     """UserError unless every state dict fits the networks ``config`` builds for ``env``."""
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     actor = mean_actor(obs_dim, act_dim, config.actor)
-    critic = Critic(obs_dim, act_dim, config.critic.hidden_sizes, config.critic.action_layer)
+    critic: torch.nn.Module = Critic(
+        obs_dim, act_dim, config.critic.hidden_sizes, config.critic.action_layer
+    )
+    if config.algorithm == "td3":  # twin critics: one Critic with tensors (2, ...)
+        critic = stack_modules([critic, critic])
     for key, state in weights.items():
         load_checked(actor if key.startswith("actor") else critic, state, key, source)
 
 
-def _sb3_ddpg(config: TrainConfig, env: gym.Env) -> Any:
-    """SB3's own DDPG with our widths and hyperparameters (Adam with one learning rate)."""
-    from stable_baselines3 import DDPG
+def _sb3_model(config: TrainConfig, env: gym.Env) -> Any:
+    """SB3's own DDPG or TD3 with our widths and hyperparameters (Adam with one learning
+    rate: the actor's)."""
+    from stable_baselines3 import DDPG, TD3
 
-    return DDPG(
-        "MlpPolicy",
-        env,
+    if config.algorithm == "td3":
+        td3 = {
+            "policy_delay": config.td3.policy_delay,
+            "target_policy_noise": config.td3.target_policy_noise,
+            "target_noise_clip": config.td3.target_noise_clip,
+        }
+        return TD3("MlpPolicy", env, **_sb3_settings(config), **td3)
+    return DDPG("MlpPolicy", env, **_sb3_settings(config))
+
+
+def _sb3_settings(config: TrainConfig) -> dict[str, Any]:
+    return dict(
         learning_rate=config.actor.optimizer.lr,
         buffer_size=config.buffer_size,
         learning_starts=config.learning_starts,
@@ -305,13 +328,14 @@ def sb3_net_arch(config: TrainConfig) -> list[int] | dict[str, list[int]]:
 def write_zoo_layout(model_zip: Path, config: TrainConfig, log_folder: Path) -> Path:
     """Lay an exported zip out as rl-baselines3-zoo does, so that its ``enjoy.py`` plays it.
 
-    Writes ``LOG_FOLDER/ddpg/ENV_k/ENV.zip`` plus ``ENV_k/ENV/config.yml`` (hyperparameters,
-    ``normalize: false``) and ``ENV_k/ENV/args.yml`` (env id, seed), with ``k`` the next free
-    experiment id; returns ``LOG_FOLDER/ddpg/ENV_k``. Play it with
-    ``python -m rl_zoo3.enjoy --algo ddpg --env ENV -f LOG_FOLDER --exp-id k``.
+    Writes ``LOG_FOLDER/ALGO/ENV_k/ENV.zip`` plus ``ENV_k/ENV/config.yml`` (hyperparameters,
+    ``normalize: false``) and ``ENV_k/ENV/args.yml`` (env id, seed), with ALGO the run's
+    algorithm (ddpg or td3) and ``k`` the next free experiment id; returns
+    ``LOG_FOLDER/ALGO/ENV_k``. Play it with
+    ``python -m rl_zoo3.enjoy --algo ALGO --env ENV -f LOG_FOLDER --exp-id k``.
     """
     env_name = config.env_id.replace("/", "-")  # the zoo's folder name for namespaced ids
-    algo_dir = Path(log_folder) / "ddpg"
+    algo_dir = Path(log_folder) / config.algorithm
     algo_dir.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(rf"^{re.escape(env_name)}_(\d+)$")
     ids = [int(m.group(1)) for p in algo_dir.iterdir() if (m := pattern.match(p.name))]
@@ -331,7 +355,11 @@ def write_zoo_layout(model_zip: Path, config: TrainConfig, log_folder: Path) -> 
         "gradient_steps": config.gradient_steps,
         "normalize": False,  # vadam-rl never normalises observations: no vecnormalize.pkl
     }
-    args = {"algo": "ddpg", "env": config.env_id, "env_kwargs": None, "seed": config.seed}
+    if config.algorithm == "td3":
+        hyperparams["policy_delay"] = config.td3.policy_delay
+        hyperparams["target_policy_noise"] = config.td3.target_policy_noise
+        hyperparams["target_noise_clip"] = config.td3.target_noise_clip
+    args = {"algo": config.algorithm, "env": config.env_id, "env_kwargs": None, "seed": config.seed}
     staging = Path(tempfile.mkdtemp(dir=algo_dir, prefix=f".{env_name}."))
     try:  # build the experiment folder aside, then rename it into place in one step
         shutil.copyfile(model_zip, staging / f"{env_name}.zip")

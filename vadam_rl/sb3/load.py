@@ -13,8 +13,12 @@ SB3's TD3Policy (DDPG uses it with one critic) names its modules as our networks
     actor.mu.{0,2,4}.*            Actor.mu.{0,2,4}.*  (Linear, ReLU, ..., Linear, Tanh)
     actor_target.mu.*             actor_target (an Actor)
     critic.qf0.{0,2,4}.*          Critic(action_layer=0).qf0.*  (input: cat(obs, action))
-    critic.qf1.*                  TD3's second critic: no counterpart, dropped on import
+    critic.qf1.*                  TD3's second critic (kept for a TD3 run, dropped for DDPG)
     critic_target.qf0.*           critic_target (a Critic)
+
+A TD3 run's twin critics are one stacked ``Critic`` whose tensors have a leading dimension of
+2 (``qf0.0.weight``: (2, out, in)): SB3's ``critic.qf0.*`` is index 0 and ``critic.qf1.*``
+index 1 (``import_sb3`` and ``sb3_critic_state`` convert).
 """
 
 from __future__ import annotations
@@ -331,6 +335,7 @@ class ImportedPolicy:
     """State dict of our ``Actor`` (keys ``mu.*``); likewise the three below."""
     critic: dict[str, Tensor]
     """Our ``Critic(action_layer=0)`` (keys ``qf0.*``); for TD3 its first critic, qf0."""
+    twin_critics: tuple[dict[str, Tensor], dict[str, Tensor]] | None
     actor_target: dict[str, Tensor]
     critic_target: dict[str, Tensor]
     actor_config: NetworkConfig
@@ -355,13 +360,22 @@ class ImportedPolicy:
             config.env_id = self.env_id
         return config
 
-    def policy_file(self, step: int = 0) -> dict[str, Any]:
-        """The weights in the ``policies/step_N.pt`` format of ``vadam_rl.run_dir``."""
+    def policy_file(self, step: int = 0, algorithm: str = "ddpg") -> dict[str, Any]:
+        """The weights in the ``policies/step_N.pt`` format of ``vadam_rl.run_dir`` for a run
+        of ``algorithm`` (td3: both critics, which only a TD3 zip has)."""
+        critic, critic_target = self.critic, self.critic_target
+        if algorithm == "td3":
+            if self.twin_critics is None:
+                raise UserError(
+                    f"this {self.algorithm} model has one critic and TD3 trains two: import it "
+                    "into a DDPG preset (--agent ddpg-...)"
+                )
+            critic, critic_target = self.twin_critics
         return {
             "actor": self.actor,
-            "critic": self.critic,
+            "critic": critic,
             "actor_target": self.actor_target,
-            "critic_target": self.critic_target,
+            "critic_target": critic_target,
             "step": step,
         }
 
@@ -370,8 +384,8 @@ def import_sb3(path: Path, weights_only: bool = False) -> ImportedPolicy:
     """Convert an SB3 DDPG/TD3 MlpPolicy zip into our actor/critic/target state dicts.
 
     SB3's ``actor.mu`` and ``critic.qf0`` have our module names, so this is a prefix strip plus
-    shape checks. TD3 has two critics (``qf0``, ``qf1``); our DDPG has one, so ``qf0`` and its
-    target become the critic and the rest are dropped (``notes`` says so). ``weights_only``: as
+    shape checks. TD3 has two critics (``qf0``, ``qf1``): a TD3 run takes both
+    (``policy_file(algorithm="td3")``), a DDPG run ``qf0`` and its target. ``weights_only``: as
     in ``load_sb3``.
     """
     contents = read_sb3_zip(path, weights_only=weights_only)
@@ -391,17 +405,31 @@ def import_sb3(path: Path, weights_only: bool = False) -> ImportedPolicy:
             else Critic(obs_dim, act_dim, critic_sizes, action_layer=0)
         )
         load_checked(network, state_dict, key, str(path))
+    twins = None
+    if contents.n_critics == 2:
+        halves = {}
+        for key in ("critic", "critic_target"):
+            second = {
+                "qf0." + k.removeprefix("qf1."): v
+                for k, v in submodule_state(state, key + ".").items()
+                if k.startswith("qf1.")
+            }
+            critic = Critic(obs_dim, act_dim, critic_sizes, action_layer=0)
+            load_checked(critic, second, key + ".qf1", str(path))
+            halves[key] = {k: torch.stack([v, second[k]]) for k, v in weights[key].items()}
+        twins = (halves["critic"], halves["critic_target"])
     notes = []
     if contents.n_critics > 1:
         notes.append(
-            f"{contents.algorithm} has {contents.n_critics} critics; critic.qf0 and its target "
-            "became the critic, the others were dropped"
+            f"{contents.algorithm} has {contents.n_critics} critics; a DDPG run keeps critic.qf0 "
+            "and its target" + (", a TD3 run both" if twins is not None else "")
         )
     env_id, refused_env_id = recorded_env_id(contents, weights_only)
     return ImportedPolicy(
         **weights,
         actor_config=NetworkConfig(hidden_sizes=actor_sizes),
         critic_config=NetworkConfig(hidden_sizes=critic_sizes, action_layer=0),
+        twin_critics=twins,
         algorithm=contents.algorithm,
         env_id=env_id,
         refused_env_id=refused_env_id,
@@ -413,6 +441,15 @@ def import_sb3(path: Path, weights_only: bool = False) -> ImportedPolicy:
 
 def _first_critic(critic_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key: value for key, value in critic_state.items() if key.startswith("qf0.")}
+
+
+def sb3_critic_state(twin_state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Our twin critic (tensors with a leading dim of 2) as SB3's ``qf0.*``, ``qf1.*``."""
+    out: dict[str, Tensor] = {}
+    for key, value in twin_state.items():
+        rest = key.removeprefix("qf0.")
+        out["qf0." + rest], out["qf1." + rest] = value[0].clone(), value[1].clone()
+    return out
 
 
 def recorded_env_id(contents: Sb3Zip, weights_only: bool) -> tuple[str | None, str | None]:

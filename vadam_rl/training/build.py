@@ -1,9 +1,11 @@
 """Building the runs: K seeds of one preset (K = 1 for a single run) as one set of envs, one
-agent with an agent dimension, one replay buffer, one exploration strategy and one collector,
-and an ordinary run directory per seed."""
+learner with an agent dimension (the algorithm the config names), its update with the
+speed-ups it can have, one replay buffer, one exploration strategy and one collector, and an
+ordinary run directory per seed."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,17 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from vadam_rl.agent.ddpg import DDPG
 from vadam_rl.agent.exploration import Exploration, make_exploration
-from vadam_rl.agent.networks import mean_state
-from vadam_rl.agent.population import PopulationDDPG
+from vadam_rl.agent.learner import ActorCritic
+from vadam_rl.agent.registry import make_learner
 from vadam_rl.agent.stacking import select_agent
 from vadam_rl.config import TrainConfig
 from vadam_rl.device import resolve_device
 from vadam_rl.envs import make_env
 from vadam_rl.errors import UserError
 from vadam_rl.fast.host_actor import acting_forward
-from vadam_rl.fast.select import speed_up
+from vadam_rl.fast.select import SpeedUps, speed_up
 from vadam_rl.rng import AgentGenerators
 from vadam_rl.training.buffer import AgentBuffer
 from vadam_rl.training.collector import RolloutCollector, make_vector_env
@@ -62,7 +63,9 @@ class Runs:
 
     runs: list[Run]
     device: torch.device
-    agent: PopulationDDPG
+    agent: ActorCritic
+    speed_ups: SpeedUps
+    """``speed_ups.update(batch)``: the learner's update, as fast as it can be."""
     buffer: AgentBuffer
     exploration: Exploration
     collector: RolloutCollector
@@ -82,7 +85,7 @@ class Runs:
         return run.actor
 
     def policy_state(self, run: Run) -> dict:
-        """Agent ``run.index``'s mean policy, in the policy-file format (``DDPG.policy_state``)."""
+        """Agent ``run.index``'s mean policy, in the policy-file format (``policy_state``)."""
         return select_agent(self.agent.policy_state(), run.index)
 
     def close(self) -> None:
@@ -107,47 +110,27 @@ def build_runs(
     except UserError:
         envs.close()
         raise
-    singles: list[DDPG] = []
     generators: list[torch.Generator] = []
     for agent_config in configs:
-        torch.manual_seed(agent_config.seed)  # network initialisation
         generator = torch.Generator(device=device)
         generator.manual_seed(agent_config.seed)
         generators.append(generator)
-        single = DDPG(obs_dim, act_dim, agent_config, device, generator=generator)
-        if initial_policy is not None:
-            load_initial_policy(single, initial_policy)
-        singles.append(single)
     streams = AgentGenerators(generators)
-    agent = PopulationDDPG(singles, config, streams)
+    seeds = [c.seed for c in configs]
+    agent = make_learner(config, obs_dim, act_dim, device, seeds, streams, initial_policy)
     buffer = AgentBuffer(config.buffer_size, obs_dim, act_dim, device, streams)
-    speed_up(agent, config)
+    speed_ups = speed_up(agent, config)
     exploration = make_exploration(
         config.exploration, agent.actor, agent.actor_optimizer, streams, acting_forward
     )
-    seeds = [c.seed for c in configs]
     collector = RolloutCollector(envs, buffer, exploration, seeds, device, streams)
     runs = [
-        Run(c, Path(d), k, generators[k], singles[k].actor, make_env(config.env_id))
+        Run(
+            c, Path(d), k, generators[k], copy.deepcopy(agent.single_actor), make_env(config.env_id)
+        )
         for k, (c, d) in enumerate(zip(configs, run_dirs, strict=True))
     ]
-    return Runs(runs, device, agent, buffer, exploration, collector)
-
-
-def load_initial_policy(agent: DDPG, policy: dict) -> None:
-    """Start from given weights; optimizer state (and so Vadam's posterior) starts fresh."""
-    try:
-        for name in ("actor", "critic", "actor_target", "critic_target"):
-            module = getattr(agent, name)
-            # A NoisyNet actor starts its noise scales at their init: the file holds means.
-            missing = set(module.state_dict()) - set(mean_state(module))
-            result = module.load_state_dict(policy[name], strict=not missing)
-            if set(result.missing_keys) - missing or result.unexpected_keys:
-                raise RuntimeError(
-                    f"{name}: missing {result.missing_keys}, unexpected {result.unexpected_keys}"
-                )
-    except (KeyError, RuntimeError) as err:
-        raise UserError(f"the initial policy does not fit the configured networks: {err}") from None
+    return Runs(runs, device, agent, speed_ups, buffer, exploration, collector)
 
 
 def memory_needed(config: TrainConfig, obs_dim: int, act_dim: int, agents: int = 1) -> dict:
@@ -156,7 +139,9 @@ def memory_needed(config: TrainConfig, obs_dim: int, act_dim: int, agents: int =
     and their gradients for the actor, the critic and both targets at ``batch_size``, about
     eight float32 values per unit and row)."""
     buffer = config.buffer_size * (2 * obs_dim + act_dim + 2) * 4
-    units = sum(config.actor.hidden_sizes) + sum(config.critic.hidden_sizes) + obs_dim + act_dim
+    critics = 2 if config.algorithm == "td3" else 1  # TD3's twin critics
+    units = sum(config.actor.hidden_sizes) + critics * sum(config.critic.hidden_sizes)
+    units += obs_dim + act_dim
     update = config.batch_size * units * 8 * 4
     return {"replay buffer": agents * buffer, "an update": agents * update}
 

@@ -1,6 +1,6 @@
 """The training loop: collect -> store -> sample -> update critic and actor -> targets -> log.
 
-``run_loop`` drives a ``Learner`` (one run, or a population of runs) to ``total_steps``:
+``run_loop`` drives a ``Trainer`` (one run, or a population of runs) to ``total_steps``:
 it collects, updates on schedule, and logs, evaluates and checkpoints when their step comes.
 """
 
@@ -109,9 +109,9 @@ class Collector(Protocol):
     def collect(self, n_steps: int, random_actions: bool = False) -> None: ...
 
 
-class Learner(Protocol):
-    """What the loop drives: K runs trained together (``training.run.Learner``; K = 1 for a
-    single run)."""
+class Trainer(Protocol):
+    """What the loop drives: K runs trained together (``training.run.RunsTrainer``; K = 1
+    for a single run)."""
 
     config: TrainConfig
     progress: Progress
@@ -127,7 +127,7 @@ class Learner(Protocol):
 
 
 def run_loop(
-    learner: Learner,
+    learner: Trainer,
     stop: StopRequest,
     progress_bar: bool,
     metrics: Metrics | None = None,
@@ -187,7 +187,7 @@ def run_loop(
     bar.close()
 
 
-def _checkpoint_now(learner: Learner, steps_overdue: int) -> bool:
+def _checkpoint_now(learner: Trainer, steps_overdue: int) -> bool:
     """At an episode boundary (an exact resume point), or once waiting for one is hopeless.
 
     Vector envs whose episodes end at different times (early termination) may never all be

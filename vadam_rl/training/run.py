@@ -19,8 +19,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vadam_rl import run_dir as layout
+from vadam_rl.agent.learner import check_stackable
 from vadam_rl.agent.optimizers import check_optimizers
-from vadam_rl.agent.population import check_stackable
 from vadam_rl.config import (
     ConfigError,
     TrainConfig,
@@ -132,7 +132,7 @@ def _train(
         with stop_on_signals() as stop:  # (a signal during the final writes waits for them)
             labels = None if runs.single else [str(d) for d in run_dirs]
             description = None if runs.single else f"{len(run_dirs)} agents"
-            run_loop(Learner(runs, loggers), stop, progress_bar, Metrics(labels), description)
+            run_loop(RunsTrainer(runs, loggers), stop, progress_bar, Metrics(labels), description)
             summaries = finish(runs, loggers)
     except Exception as err:
         raise told_in_one_line(err, run_dirs, configs[0]) from None
@@ -225,9 +225,9 @@ def resume_command(run_dirs: Sequence[Path], config: TrainConfig) -> str:
     return shlex.join(words)
 
 
-class Learner:
-    """The loop's view of the runs: one update for all agents; logging, evaluation and
-    checkpoints fan out to the run directories."""
+class RunsTrainer:
+    """What the loop drives (``loop.Trainer``): one update for all agents; logging,
+    evaluation and checkpoints fan out to the run directories."""
 
     def __init__(self, runs: Runs, loggers: list[RunLogger]) -> None:
         self.runs, self.loggers = runs, loggers
@@ -235,7 +235,7 @@ class Learner:
 
     def update(self) -> dict[str, Tensor]:
         batch = self.runs.buffer.sample(self.config.batch_size)
-        metrics = self.runs.agent.update(batch)
+        metrics = self.runs.speed_ups.update(batch)
         self.runs.exploration.after_update(batch.obs)
         return metrics
 
