@@ -160,3 +160,51 @@ def test_the_hand_written_update_records_no_autograd_graph():
     fast(learner)(make_batch())
     for p in [*learner.actor.parameters(), *learner.critic.parameters()]:
         assert p.grad is not None and p.grad.grad_fn is None and not p.grad.requires_grad
+
+
+def per_example_loop(learner, batch) -> tuple[list, list]:
+    """g = (1/M) sum_i g_i and h = (1/M) sum_i g_i^2 of the actor loss, one example at a
+    time: loss_i = -Q(s_i, pi(s_i)) (TD3: -Q1) summed over the agents, whose gradient holds
+    each agent's own in its slice."""
+    params = list(learner.actor.parameters())
+    first = {name: p.select(1, 0) for name, p in learner.critic.named_parameters()}
+    sums = [torch.zeros_like(p) for p in params]
+    sq_sums = [torch.zeros_like(p) for p in params]
+    examples = batch.obs.shape[-2]
+    for i in range(examples):
+        obs = batch.obs[:, i : i + 1]
+        action = learner.actor(obs)
+        if learner.algorithm == "td3":
+            q = torch.func.functional_call(learner.critic, first, (obs, action))
+        else:
+            q = learner.critic(obs, action)
+        for s, sq, g in zip(sums, sq_sums, torch.autograd.grad(-q.sum(), params), strict=True):
+            s.add_(g)
+            sq.add_(g.square())
+    return [s / examples for s in sums], [sq / examples for sq in sq_sums]
+
+
+@pytest.mark.parametrize("algorithm", ["ddpg", "td3"])
+@pytest.mark.parametrize("autograd", [False, True])
+def test_a_vogn_actor_gets_the_mean_of_its_per_example_squared_gradients(algorithm, autograd):
+    """The actor closure hands VOGN h = (1/M) sum_i g_i^2 (hand-written: per Linear layer
+    from its input and M times the mean loss's output gradient; autograd: torch.func),
+    against a loop over the examples, K = 2 agents, float64. A missing factor M, a square of
+    the summed gradient instead of the summed squares, or agents mixed would each be off by
+    far more than rounding."""
+    config = make_config("vogn", action_layer=0, hidden=(16, 12), algorithm=algorithm)
+    learner = double_learner(config, seeds=(0, 1), autograd=autograd)
+    assert learner.actor_grad_sq_means and learner.hand_written == (not autograd)
+    handed: list = []
+    learner.actor_optimizer.set_grad_sq_means = handed.append  # outside a step: capture it
+    batch = make_batch(agents=2)
+    loss = learner.actor_closure(batch)
+    want_grads, want_sqs = per_example_loop(learner, batch)
+    assert loss.shape == (2,) and len(handed) == 1
+    for p, g, h, want_g, want_h in zip(
+        learner.actor.parameters(), [p.grad for p in learner.actor.parameters()], handed[0],
+        want_grads, want_sqs, strict=True,
+    ):  # fmt: skip
+        assert h.shape == p.shape
+        torch.testing.assert_close(g, want_g, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(h, want_h, rtol=1e-12, atol=1e-14)

@@ -399,7 +399,12 @@ def validate(config: TrainConfig) -> None:
     if config.exploration.kind in ("posterior", "vadam") and config.actor.optimizer.name == "adam":
         raise ConfigError(
             "exploration.kind=posterior needs a variational actor optimizer "
-            "(vadam, vadagrad, vprop, ivon or adam-explore), not adam"
+            "(vadam, vadagrad, vprop, ivon, adam-explore or vogn), not adam"
+        )
+    if config.critic.optimizer.name == "vogn":
+        raise ConfigError(
+            "critic.optimizer.name=vogn is not supported: the learners hand VOGN its "
+            "per-example squared gradients for the actor's loss only"
         )
     if config.exploration.kind == "noisy-net" and config.actor.optimizer.name != "adam":
         raise ConfigError(

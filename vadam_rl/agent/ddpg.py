@@ -25,6 +25,7 @@ from vadam_rl.agent.mlp_grad import (
     set_gradients,
     tanh_backward,
     weight_gradients,
+    weight_gradients_and_sq_means,
 )
 from vadam_rl.agent.networks import Actor, Critic
 from vadam_rl.config import TrainConfig
@@ -149,6 +150,10 @@ class DDPG(ActorCritic):
         optimizer set: a variational optimizer's draw)."""
         if self.layers is None:
             self.actor_optimizer.zero_grad(set_to_none=True)
+            if self.actor_grad_sq_means:  # VOGN: loss_i = -Q(s_i, pi(s_i)), per example
+                return self.per_example_actor_gradients(
+                    lambda action, obs: -self.critic(obs, action)[..., 0], batch.obs
+                )
             with self.actor_noise():
                 actions = self.actor(batch.obs)
             loss = -self.batch_mean(self.critic(batch.obs, actions))
@@ -162,7 +167,11 @@ class DDPG(ActorCritic):
             q = critic_acts.output
             dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
             d_action = action_gradient(critic, critic_acts, dq, action.shape[-1])
-            set_gradients(
-                actor, weight_gradients(actor, actor_acts, tanh_backward(d_action, action))
-            )
+            grad_out = tanh_backward(d_action, action)
+            if self.actor_grad_sq_means:
+                grads, grad_sqs = weight_gradients_and_sq_means(actor, actor_acts, grad_out)
+                self.actor_optimizer.set_grad_sq_means(grad_sqs)  # type: ignore[attr-defined]
+            else:
+                grads = weight_gradients(actor, actor_acts, grad_out)
+            set_gradients(actor, grads)
             return -self.batch_mean(q)

@@ -31,6 +31,8 @@ from vadam_rl.agent.optimizers import build_optimizer
 from vadam_rl.agent.stacking import select_agent, stack_modules
 from vadam_rl.config import ConfigError, TrainConfig
 from vadam_rl.errors import UserError
+from vadam_rl.optim.per_example import per_example_grads
+from vadam_rl.optim.vogn import VOGN
 from vadam_rl.rng import AgentGenerators
 
 Update = Callable[[Batch], dict[str, Tensor]]
@@ -122,6 +124,9 @@ class ActorCritic:
         self.critic_optimizer = build_optimizer(
             self.critic.parameters(), config.critic.optimizer, generator=self.generator
         )
+        self.actor_grad_sq_means = isinstance(self.actor_optimizer, VOGN)
+        """Whether the actor's closure also hands its optimizer h, the mean of the per-example
+        squared gradients (VOGN's curvature), besides the minibatch-mean gradient."""
         self.gamma, self.tau = config.gamma, config.tau
         # Kept as lists: walking four modules once per update costs more than the lerp.
         self._online_params = [*self.critic.parameters(), *self.actor.parameters()]
@@ -183,6 +188,20 @@ class ActorCritic:
     def batch_mean(values: Tensor) -> Tensor:
         """Each agent's mean over its minibatch: (K, batch, 1) -> (K,)."""
         return values.mean(dim=(-2, -1))
+
+    def per_example_actor_gradients(
+        self, per_example_loss: Callable[[Tensor, Tensor], Tensor], obs: Tensor
+    ) -> Tensor:
+        """The autograd path's actor gradients for VOGN: ``per_example_loss(actions, obs)``
+        -> (K, batch), one loss per example (the actor loss before its minibatch mean); the
+        mean gradient goes to the actor's .grad and h to its optimizer
+        (``set_grad_sq_means``). Returns each agent's mean loss, (K,). torch.func computes
+        every example's gradient: ~100x a minibatch gradient's time, for any actor module."""
+        stats = per_example_grads(self.actor, per_example_loss, obs, agent_dim=True)
+        for p, grad in zip(self.actor.parameters(), stats.grads, strict=True):
+            p.grad = grad
+        self.actor_optimizer.set_grad_sq_means(stats.grad_sqs)  # type: ignore[attr-defined]
+        return stats.loss
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """Every optimizer, in the order an update steps them."""

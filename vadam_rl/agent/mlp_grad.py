@@ -25,6 +25,7 @@ from torch.nn.utils import parametrize
 
 from vadam_rl.agent.networks import Actor, Critic
 from vadam_rl.agent.stacking import StackedLinear, stacked_linear
+from vadam_rl.optim.per_example import linear_grad_sq_means
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,29 @@ def weight_gradients(layers: MLPLayers, acts: Activations, grad_out: Tensor) -> 
         if i > 0:
             dz = _through_relu(dz @ layer.weight, acts.hidden[i - 1])
     return grads
+
+
+def weight_gradients_and_sq_means(
+    layers: MLPLayers, acts: Activations, grad_out: Tensor
+) -> tuple[list[Tensor], list[Tensor]]:
+    """``weight_gradients`` and, in the same order, what VOGN needs besides them: each
+    parameter's h = (1/M) sum_i g_i^2, g_i the gradient of example i's own loss.
+
+    ``grad_out`` is the gradient of the minibatch-*mean* loss, (batch, out), so example i's
+    own output gradient is M times its row; each layer's h is then ``linear_grad_sq_means``
+    of its input and those (the exact identity for a Linear layer, no per-example copies).
+    """
+    grads: list[Tensor] = []
+    grad_sqs: list[Tensor] = []
+    batch = grad_out.shape[-2]
+    dz = grad_out
+    for i in range(len(layers.linears) - 1, -1, -1):
+        layer = layers.linears[i]
+        grads[:0] = [dz.mT @ acts.inputs[i], dz.sum(dim=-2)]
+        grad_sqs[:0] = linear_grad_sq_means(acts.inputs[i], dz * batch)
+        if i > 0:
+            dz = _through_relu(dz @ layer.weight, acts.hidden[i - 1])
+    return grads, grad_sqs
 
 
 def set_gradients(layers: MLPLayers, grads: list[Tensor]) -> None:

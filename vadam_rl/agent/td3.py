@@ -36,6 +36,7 @@ from vadam_rl.agent.mlp_grad import (
     set_gradients,
     tanh_backward,
     weight_gradients,
+    weight_gradients_and_sq_means,
 )
 from vadam_rl.agent.stacking import stack_modules
 from vadam_rl.config import TrainConfig
@@ -176,9 +177,14 @@ class TD3(ActorCritic):
         """-mean Q1(s, pi(s)) per agent, its gradient in the actor's .grad."""
         if self.layers is None:
             self.actor_optimizer.zero_grad(set_to_none=True)
+            first = {name: p.select(1, 0) for name, p in self.critic.named_parameters()}
+            if self.actor_grad_sq_means:  # VOGN: loss_i = -Q1(s_i, pi(s_i)), per example
+                return self.per_example_actor_gradients(
+                    lambda action, obs: -functional_call(self.critic, first, (obs, action))[..., 0],
+                    batch.obs,
+                )
             with self.actor_noise():
                 actions = self.actor(batch.obs)
-            first = {name: p.select(1, 0) for name, p in self.critic.named_parameters()}
             loss = -self.batch_mean(functional_call(self.critic, first, (batch.obs, actions)))
             loss.sum().backward()
             return loss
@@ -190,9 +196,13 @@ class TD3(ActorCritic):
             q = critic_acts.output
             dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
             d_action = action_gradient(q1, critic_acts, dq, action.shape[-1])
-            set_gradients(
-                actor, weight_gradients(actor, actor_acts, tanh_backward(d_action, action))
-            )
+            grad_out = tanh_backward(d_action, action)
+            if self.actor_grad_sq_means:
+                grads, grad_sqs = weight_gradients_and_sq_means(actor, actor_acts, grad_out)
+                self.actor_optimizer.set_grad_sq_means(grad_sqs)  # type: ignore[attr-defined]
+            else:
+                grads = weight_gradients(actor, actor_acts, grad_out)
+            set_gradients(actor, grads)
             return -self.batch_mean(q)
 
     # -- state -----------------------------------------------------------------------------
