@@ -101,6 +101,10 @@ def _float64_learner(configs: list[TrainConfig], obs_dim: int, act_dim: int):
         "td3",
         "td3-vadam",
         "td3-param-noise",
+        "ddpg-vadam-shaped",
+        "ddpg-vogn-shaped",
+        "td3-vadam-shaped",
+        "td3-vogn-shaped",
     ],
 )
 def test_population_updates_and_acts_as_its_single_agents_in_float64(preset: str):
@@ -181,7 +185,18 @@ def _same_counters(single: dict, pop: dict) -> bool:
 
 
 # (the adaptive kinds keep per-agent scalars in their state: each agent's noise scale)
-@pytest.mark.parametrize("preset", ["ddpg-vadam", "ddpg-param-noise", "ddpg-vadam-adaptive"])
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "ddpg-vadam",
+        "ddpg-param-noise",
+        "ddpg-vadam-adaptive",
+        # The shaped presets' new state: VOGN's (per-example curvature) in both learners and
+        # TD3's kappa; the Vadam-shaped ones differ from the adaptive ones in numbers only.
+        pytest.param("ddpg-vogn-shaped", marks=pytest.mark.expensive),
+        pytest.param("td3-vogn-shaped", marks=pytest.mark.expensive),
+    ],
+)
 def test_resumed_population_continues_exactly(preset: str, tmp_path: Path):
     straight = [tmp_path / f"straight{s}" for s in SEEDS[:2]]
     train_population([small_config(preset, s) for s in SEEDS[:2]], straight, progress_bar=False)
