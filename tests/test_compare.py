@@ -339,6 +339,26 @@ def test_rerunning_a_finished_grid_trains_nothing(tmp_path: Path):
     assert (tmp_path / "report" / "results.md").is_file()
 
 
+def test_algorithm_td3_compares_the_td3_family(tmp_path: Path):
+    from vadam_rl.commands.compare import TD3_PRESETS
+
+    for preset in TD3_PRESETS:
+        assert load_preset(preset).algorithm == "td3"
+        run_dir = tmp_path / f"{preset}_Pendulum-v1_s0"
+        run_dir.mkdir()
+        save_config(expected_config(preset, 0, 2000), run_dir / layout.CONFIG)
+        (run_dir / layout.EVALUATIONS).write_text(
+            ",".join(layout.EVAL_COLUMNS) + "\n2000,-100,1,200,2,1\n"
+        )
+        (run_dir / layout.SUMMARY).write_text('{"finished": true, "total_steps": 2000}')
+    args = [a for a in without_seeds(grid_args(tmp_path)) if a not in PRESETS and a != "--presets"]
+    result = run_cli(*args, "--algorithm", "td3", "--seeds", "0", "--no-report", check=True)
+    assert "grid: 5 presets x 1 seeds" in result.stdout
+    assert "5 finished (skipped), 0 to resume, 0 to start" in result.stdout
+    refused = run_cli(*args, "--algorithm", "td3", "--with-vadagrad", "--seeds", "0")
+    assert refused.returncode == 2 and "ddpg presets only" in refused.stderr
+
+
 @pytest.mark.expensive
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path: Path):
     broken = tmp_path / "ddpg-vadam_Pendulum-v1_s1"

@@ -111,7 +111,8 @@ def test_the_actor_and_targets_change_every_second_update_the_critics_every_upda
 
     losses = []
     for step in range(1, 7):
-        nets = {n: snapshot(getattr(learner, n)) for n in ("actor", "critic", "actor_target", "critic_target")}  # fmt: skip
+        names = ("actor", "critic", "actor_target", "critic_target")
+        nets = {n: snapshot(getattr(learner, n)) for n in names}
         metrics = update(make_batch(seed=step))
         actor_step = step % 2 == 0  # the 2nd, 4th, ...: as sfujim/TD3 and SB3 count
         assert changed(nets["critic"], learner.critic)
@@ -125,7 +126,7 @@ def test_the_actor_and_targets_change_every_second_update_the_critics_every_upda
 
 
 def test_td3_settings_are_checked():
-    with pytest.raises(ConfigError, match="td3.policy_delay must be >= 1"):
+    with pytest.raises(ConfigError, match=r"td3\.policy_delay must be >= 1"):
         apply_overrides(load_preset("td3"), ["td3.policy_delay=0"])
     with pytest.raises(ConfigError, match="apply to algorithm=td3 only"):
         apply_overrides(load_preset("ddpg-adam"), ["td3.target_policy_noise=0.3"])
@@ -139,7 +140,8 @@ def test_every_td3_preset_differs_from_td3_only_in_exploration_and_actor_optimiz
     base = flat_settings(to_dict(load_preset("td3")))
     allowed = ("exploration.", "actor.optimizer.", "actor.layer_norm", "agent", "cuda_graph")
     presets = [p for p in list_presets() if p.startswith("td3-")]
-    assert {"td3-plain", "td3-vadam", "td3-vadam-adaptive", "td3-param-noise", "td3-noisynet"} <= set(presets)  # fmt: skip
+    family = {"td3-plain", "td3-vadam", "td3-vadam-adaptive", "td3-param-noise", "td3-noisynet"}
+    assert family <= set(presets)
     for preset in presets:
         settings = flat_settings(to_dict(load_preset(preset)))
         differing = [k for k in base if settings[k] != base[k] and not k.startswith(allowed)]
@@ -152,9 +154,9 @@ def kill_args(log_dir: Path, name: str) -> list[str]:
     # Learning starts at step 201, so each checkpoint (at an episode's end, every 200 steps)
     # holds an odd number of updates: the next update is an actor step.
     return [
-        "train", "--agent", "td3-vadam", "--env", "Pendulum-v1", "--total-steps", "1600",
+        "train", "--agent", "td3-vadam", "--env", "Pendulum-v1", "--total-steps", "1200",
         "--log-dir", str(log_dir), "--run-name", name, "--no-progress", *TINY,
-        "--set", "learning_starts=201", "--set", "eval_every=400", "--set", "checkpoint_every=400",
+        "--set", "learning_starts=201", "--set", "eval_every=200", "--set", "checkpoint_every=400",
     ]  # fmt: skip
 
 
@@ -163,7 +165,7 @@ def test_a_run_killed_between_two_actor_steps_resumes_bit_for_bit(tmp_path: Path
     run_cli(*kill_args(tmp_path, "whole"), check=True)
     log = tmp_path / "killed.log"
     process = popen_cli(*kill_args(tmp_path, "killed"), log=log)
-    wait_for(log, "step     1,200")  # past checkpoints at 400 and 800
+    wait_for(log, "step     1,000")  # past checkpoints at 400 and 800
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "killed" / "summary.json").exists(), "killed too late to test"
@@ -174,11 +176,14 @@ def test_a_run_killed_between_two_actor_steps_resumes_bit_for_bit(tmp_path: Path
     left = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
     right = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert torch.equal(left["generator"], right["generator"])
-    assert left["agent"]["critic_updates"] == right["agent"]["critic_updates"] == 1600 - 201
+    assert left["agent"]["critic_updates"] == right["agent"]["critic_updates"] == 1200 - 201
     for part in ("agent", "exploration"):
         a, b = tensors(left[part]), tensors(right[part])
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
-    returns = [[r["mean_return"] for r in read_evaluations(tmp_path / n)] for n in ("whole", "killed")]  # fmt: skip
+    returns = [
+        [row["mean_return"] for row in read_evaluations(tmp_path / name)]
+        for name in ("whole", "killed")
+    ]
     assert returns[0] == returns[1][: len(returns[0])]
 
 
