@@ -92,6 +92,14 @@ def test_posterior_exploration_needs_a_variational_actor():
         apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.name=adam"])
 
 
+def test_vogn_trains_an_exploring_actor_but_not_a_critic():
+    # The learners hand VOGN per-example squared gradients of the actor's loss only.
+    config = apply_overrides(load_preset("ddpg-vadam"), ["actor.optimizer.name=vogn"])
+    assert config.exploration.kind == "posterior" and config.exploration.reuse_draw_in_update
+    with pytest.raises(ConfigError, match=r"critic\.optimizer\.name=vogn"):
+        apply_overrides(load_preset("ddpg-vadam"), ["critic.optimizer.name=vogn"])
+
+
 def test_ivon_cannot_reuse_the_behaviour_draw_in_its_step():
     config = load_preset("ddpg-vadam")
     assert config.exploration.reuse_draw_in_update  # the reference code's one draw per step
