@@ -10,7 +10,9 @@ replayed states, which it steers to ``target_action_distance``), ``explore/scale
 actor has a variational optimizer, the posterior's shape at its checkpoint: per actor layer
 the 10th, 50th and 90th percentile of sigma, their ratio p90/p10 (1.0 = isotropic) and the
 share of weights at the precision floor (``vadam_rl.posterior_stats``; TensorBoard logs the
-same as ``posterior/sigma_p10/<param>`` and friends). The grid it was written for:
+same as ``posterior/sigma_p10/<param>`` and friends), and the share whose prior precision
+lambda is at least the data's part N*s (where the prior, not the data, sets sigma). The grid
+it was written for:
 
     vadam-rl compare --presets ddpg-vadam ddpg-vadam-adaptive ddpg-param-noise \\
         ddpg-noisynet ddpg-adam --num-seeds 1 --total-steps 20000 --runs-dir RUNS_DIR --no-report
@@ -74,12 +76,22 @@ def posterior_shape(run_dir: Path) -> list[tuple[str, dict[str, float]]] | None:
     if not isinstance(optimizer, VariationalOptimizer):
         return None
     optimizer.load_state_dict(saved)
-    floors = [group_floor_precision(g) for g in optimizer.param_groups for _ in g["params"]]
+    groups = [g for g in optimizer.param_groups for _ in g["params"]]
     sigmas = optimizer.posterior_std()
-    return [
-        (name, {key: value.item() for key, value in layer_sigma_stats(sigma, floor).items()})
-        for name, sigma, floor in zip(names, sigmas, floors, strict=True)
-    ]
+    shapes = []
+    for name, sigma, group in zip(names, sigmas, groups, strict=True):
+        floor = group_floor_precision(group)
+        stats = {key: value.item() for key, value in layer_sigma_stats(sigma, floor).items()}
+        # The prior dominates where the data's part N*s of the precision N*s + lambda + c is
+        # at most lambda: 1/sigma^2 <= 2*lambda + c.
+        prior = float(group.get("prior_precision", 0.0))
+        stats["prior_dominated"] = (
+            (sigma.double().square() * (2 * prior + floor) >= 1).double().mean().item()
+            if prior > 0
+            else 0.0
+        )
+        shapes.append((name, stats))
+    return shapes
 
 
 def print_posterior_shapes(runs: list[Path]) -> None:
@@ -88,14 +100,18 @@ def print_posterior_shapes(runs: list[Path]) -> None:
     if not shapes:
         return
     print()
-    print("| run (checkpoint step) | actor layer | sigma p10 | p50 | p90 | p90/p10 | at floor |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| run (checkpoint step) | actor layer | sigma p10 | p50 | p90 | p90/p10 | at floor "
+        "| prior-dominated |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for run, layers in shapes:
         step = load_records(run / CHECKPOINT)["progress"]["step"]
         for name, s in layers:
             print(
                 f"| {run.name} ({step}) | {name} | {s['p10']:.3g} | {s['p50']:.3g} | "
-                f"{s['p90']:.3g} | {s['p90_over_p10']:.3g} | {s['at_floor']:.3g} |"
+                f"{s['p90']:.3g} | {s['p90_over_p10']:.3g} | {s['at_floor']:.3g} | "
+                f"{s['prior_dominated']:.3g} |"
             )
 
 
