@@ -5,9 +5,11 @@ The actor is trained by whatever optimizer the config names. With a variational 
 posterior, which is the Vadam paper's DDPG; with Adam it is plain DDPG. Nothing here knows
 which: the difference lives in the optimizer and in the exploration strategy.
 
-The losses are written once, each beside its hand-written gradient (``mlp_grad``), which the
-built-in MLPs take; other networks (LayerNorm, NoisyNet layers) take autograd's. Tests check
-the two against each other in float64.
+The critic's loss is written here once, beside its hand-written gradient (``mlp_grad``),
+which the built-in MLPs take; other networks (LayerNorm, NoisyNet layers) take autograd's.
+The actor's loss, -mean Q(s, pi(s)), is DDPG's and TD3's alike:
+``learner.ActorCritic.actor_closure``, with the Q this file names (``actor_q``). Tests
+check the hand-written gradients against autograd in float64.
 """
 
 from __future__ import annotations
@@ -19,13 +21,10 @@ from torch import Tensor, nn
 from vadam_rl.agent.batch import Batch
 from vadam_rl.agent.learner import ActorCritic, Phase
 from vadam_rl.agent.mlp_grad import (
-    action_gradient,
+    MLPLayers,
     forward,
-    hand_written_layers,
     set_gradients,
-    tanh_backward,
     weight_gradients,
-    weight_gradients_and_sq_means,
 )
 from vadam_rl.agent.networks import Actor, Critic
 from vadam_rl.config import TrainConfig
@@ -61,14 +60,6 @@ class DDPG(ActorCritic):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.layers = hand_written_layers(
-            {
-                "actor": self.actor,
-                "critic": self.critic,
-                "actor_target": self.actor_target,
-                "critic_target": self.critic_target,
-            }
-        )
         self._phases = {
             "update": Phase(self.full_update, (self.critic_optimizer, self.actor_optimizer))
         }
@@ -81,10 +72,6 @@ class DDPG(ActorCritic):
     @property
     def phases(self) -> dict[str, Phase]:
         return self._phases
-
-    @property
-    def hand_written(self) -> bool:
-        return self.layers is not None
 
     def begin_update(self, batch: Batch) -> str:
         return "update"
@@ -133,45 +120,10 @@ class DDPG(ActorCritic):
             set_gradients(critic, grads)
             return self.batch_mean(error.square())
 
-    def actor_step(self, batch: Batch) -> Tensor:
-        """One actor optimizer step on -mean Q(s, pi(s)); returns that loss."""
-        if self.layers is not None:
-            return take_step(self.actor_optimizer, lambda: self.actor_closure(batch))
-        # The actor loss needs gradients w.r.t. the actor only; freezing the critic skips the
-        # weight-gradient matmuls of its backward pass.
-        self.critic.requires_grad_(False)
-        try:
-            return take_step(self.actor_optimizer, lambda: self.actor_closure(batch))
-        finally:
-            self.critic.requires_grad_(True)
+    def actor_q(self, obs: Tensor, action: Tensor) -> Tensor:
+        """The critic's Q: the actor's loss is -mean Q(s, pi(s)) (``ActorCritic.actor_step``)."""
+        return self.critic(obs, action)
 
-    def actor_closure(self, batch: Batch) -> Tensor:
-        """-mean Q(s, pi(s)) per agent, its gradient in the actor's .grad (at the weights the
-        optimizer set: a variational optimizer's draw)."""
-        if self.layers is None:
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            if self.actor_grad_sq_means:  # VOGN: loss_i = -Q(s_i, pi(s_i)), per example
-                return self.per_example_actor_gradients(
-                    lambda action, obs: -self.critic(obs, action)[..., 0], batch.obs
-                )
-            with self.actor_noise():
-                actions = self.actor(batch.obs)
-            loss = -self.batch_mean(self.critic(batch.obs, actions))
-            loss.sum().backward()
-            return loss
-        with torch.no_grad():
-            actor, critic = self.layers["actor"], self.layers["critic"]
-            actor_acts = forward(actor, batch.obs)
-            action = actor_acts.output
-            critic_acts = forward(critic, batch.obs, action)
-            q = critic_acts.output
-            dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
-            d_action = action_gradient(critic, critic_acts, dq, action.shape[-1])
-            grad_out = tanh_backward(d_action, action)
-            if self.actor_grad_sq_means:
-                grads, grad_sqs = weight_gradients_and_sq_means(actor, actor_acts, grad_out)
-                self.actor_optimizer.set_grad_sq_means(grad_sqs)  # type: ignore[attr-defined]
-            else:
-                grads = weight_gradients(actor, actor_acts, grad_out)
-            set_gradients(actor, grads)
-            return -self.batch_mean(q)
+    def actor_q_layers(self) -> MLPLayers:
+        assert self.layers is not None
+        return self.layers["critic"]

@@ -26,11 +26,22 @@ import torch
 from torch import Tensor, nn
 
 from vadam_rl.agent.batch import Batch
+from vadam_rl.agent.mlp_grad import (
+    MLPLayers,
+    action_gradient,
+    forward,
+    hand_written_layers,
+    set_gradients,
+    tanh_backward,
+    weight_gradients,
+    weight_gradients_and_sq_means,
+)
 from vadam_rl.agent.networks import mean_state, noise_drawn, noisy_layers, polyak_update
 from vadam_rl.agent.optimizers import build_optimizer
 from vadam_rl.agent.stacking import select_agent, stack_modules
 from vadam_rl.config import ConfigError, TrainConfig
 from vadam_rl.errors import UserError
+from vadam_rl.optim.base import take_step
 from vadam_rl.optim.per_example import per_example_grads
 from vadam_rl.optim.vogn import VOGN
 from vadam_rl.rng import AgentGenerators
@@ -141,6 +152,16 @@ class ActorCritic:
         # Called after load_state_dict: a wrapper that holds tensors' addresses (a CUDA
         # graph) or step counts (a compiled update) re-reads them.
         self.load_state_dict_post_hooks: list[Callable[[], None]] = []
+        self.layers = hand_written_layers(
+            {
+                "actor": self.actor,
+                "critic": self.critic,
+                "actor_target": self.actor_target,
+                "critic_target": self.critic_target,
+            }
+        )
+        """The networks' layer views where the hand-written gradients know them all (the
+        built-in Linear/ReLU MLPs); None: autograd's gradients (the one place that decides)."""
 
     # -- what an algorithm defines ---------------------------------------------------------
 
@@ -159,11 +180,19 @@ class ActorCritic:
         the phase that performs it."""
         raise NotImplementedError
 
+    def actor_q(self, obs: Tensor, action: Tensor) -> Tensor:
+        """The Q the actor ascends, (K, batch, 1), through the critic module (autograd)."""
+        raise NotImplementedError
+
+    def actor_q_layers(self) -> MLPLayers:
+        """The same critic's layer view, for the hand-written gradients."""
+        raise NotImplementedError
+
     @property
     def hand_written(self) -> bool:
         """Whether the gradients are the hand-written ones (``mlp_grad``), not autograd's:
         only then can the update be compiled whole or captured as a CUDA graph."""
-        raise NotImplementedError
+        return self.layers is not None
 
     # -- shared ----------------------------------------------------------------------------
 
@@ -188,6 +217,53 @@ class ActorCritic:
     def batch_mean(values: Tensor) -> Tensor:
         """Each agent's mean over its minibatch: (K, batch, 1) -> (K,)."""
         return values.mean(dim=(-2, -1))
+
+    # -- the deterministic policy gradient: the actor ascends its Q ------------------------
+
+    def actor_step(self, batch: Batch) -> Tensor:
+        """One actor optimizer step on -mean Q(s, pi(s)); returns that loss, (K,)."""
+        if self.layers is not None:
+            return take_step(self.actor_optimizer, lambda: self.actor_closure(batch))
+        # The actor loss needs gradients w.r.t. the actor only; freezing the critic skips the
+        # weight-gradient matmuls of its backward pass.
+        self.critic.requires_grad_(False)
+        try:
+            return take_step(self.actor_optimizer, lambda: self.actor_closure(batch))
+        finally:
+            self.critic.requires_grad_(True)
+
+    def actor_closure(self, batch: Batch) -> Tensor:
+        """-mean Q(s, pi(s)) per agent, its gradient in the actor's .grad (at the weights the
+        optimizer set: a variational optimizer's draw); for VOGN also h."""
+        if self.layers is None:
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            if self.actor_grad_sq_means:  # VOGN: loss_i = -Q(s_i, pi(s_i)), per example
+                return self.per_example_actor_gradients(
+                    lambda action, obs: -self.actor_q(obs, action)[..., 0], batch.obs
+                )
+            with self.actor_noise():
+                actions = self.actor(batch.obs)
+            loss = -self.batch_mean(self.actor_q(batch.obs, actions))
+            loss.sum().backward()
+            return loss
+        # Optimizers call closures under enable_grad (autograd closures need it); this needs
+        # no graph. set_gradients replaces every .grad, so no zero_grad.
+        with torch.no_grad():
+            actor, critic = self.layers["actor"], self.actor_q_layers()
+            actor_acts = forward(actor, batch.obs)
+            action = actor_acts.output
+            critic_acts = forward(critic, batch.obs, action)
+            q = critic_acts.output
+            dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
+            d_action = action_gradient(critic, critic_acts, dq, action.shape[-1])
+            grad_out = tanh_backward(d_action, action)
+            if self.actor_grad_sq_means:
+                grads, grad_sqs = weight_gradients_and_sq_means(actor, actor_acts, grad_out)
+                self.actor_optimizer.set_grad_sq_means(grad_sqs)  # type: ignore[attr-defined]
+            else:
+                grads = weight_gradients(actor, actor_acts, grad_out)
+            set_gradients(actor, grads)
+            return -self.batch_mean(q)
 
     def per_example_actor_gradients(
         self, per_example_loss: Callable[[Tensor, Tensor], Tensor], obs: Tensor

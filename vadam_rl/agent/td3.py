@@ -30,13 +30,10 @@ from vadam_rl.agent.batch import Batch
 from vadam_rl.agent.ddpg import make_actor, make_critic
 from vadam_rl.agent.learner import ActorCritic, Phase
 from vadam_rl.agent.mlp_grad import (
-    action_gradient,
+    MLPLayers,
     forward,
-    hand_written_layers,
     set_gradients,
-    tanh_backward,
     weight_gradients,
-    weight_gradients_and_sq_means,
 )
 from vadam_rl.agent.stacking import stack_modules
 from vadam_rl.config import TrainConfig
@@ -64,14 +61,6 @@ class TD3(ActorCritic):
         self.smoothing_noise: Tensor | None = None
         """This update's target smoothing noise, (K, batch, act_dim), drawn by
         ``begin_update`` into a tensor that keeps its address (what a graph reads)."""
-        self.layers = hand_written_layers(
-            {
-                "actor": self.actor,
-                "critic": self.critic,
-                "actor_target": self.actor_target,
-                "critic_target": self.critic_target,
-            }
-        )
         self._phases = {
             "critic": Phase(self.critic_update, (self.critic_optimizer,)),
             "full": Phase(self.full_update, (self.critic_optimizer, self.actor_optimizer)),
@@ -87,10 +76,6 @@ class TD3(ActorCritic):
     @property
     def phases(self) -> dict[str, Phase]:
         return self._phases
-
-    @property
-    def hand_written(self) -> bool:
-        return self.layers is not None
 
     @torch.no_grad()
     def begin_update(self, batch: Batch) -> str:
@@ -163,47 +148,14 @@ class TD3(ActorCritic):
             set_gradients(critic, grads)
             return error.square().mean(dim=(-2, -1)).sum(dim=-1)
 
-    def actor_step(self, batch: Batch) -> Tensor:
-        """One actor optimizer step on -mean Q1(s, pi(s)); returns that loss."""
-        if self.layers is not None:
-            return take_step(self.actor_optimizer, lambda: self.actor_closure(batch))
-        self.critic.requires_grad_(False)  # gradients w.r.t. the actor only
-        try:
-            return take_step(self.actor_optimizer, lambda: self.actor_closure(batch))
-        finally:
-            self.critic.requires_grad_(True)
+    def actor_q(self, obs: Tensor, action: Tensor) -> Tensor:
+        """Q1: the first critic of each agent's twins, through its parameters' views."""
+        first = {name: p.select(1, 0) for name, p in self.critic.named_parameters()}
+        return functional_call(self.critic, first, (obs, action))
 
-    def actor_closure(self, batch: Batch) -> Tensor:
-        """-mean Q1(s, pi(s)) per agent, its gradient in the actor's .grad."""
-        if self.layers is None:
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            first = {name: p.select(1, 0) for name, p in self.critic.named_parameters()}
-            if self.actor_grad_sq_means:  # VOGN: loss_i = -Q1(s_i, pi(s_i)), per example
-                return self.per_example_actor_gradients(
-                    lambda action, obs: -functional_call(self.critic, first, (obs, action))[..., 0],
-                    batch.obs,
-                )
-            with self.actor_noise():
-                actions = self.actor(batch.obs)
-            loss = -self.batch_mean(functional_call(self.critic, first, (batch.obs, actions)))
-            loss.sum().backward()
-            return loss
-        with torch.no_grad():
-            actor, q1 = self.layers["actor"], self.layers["critic"].select(0)
-            actor_acts = forward(actor, batch.obs)
-            action = actor_acts.output
-            critic_acts = forward(q1, batch.obs, action)
-            q = critic_acts.output
-            dq = torch.full_like(q, -1.0 / q.shape[-2])  # d/dq of -mean(q)
-            d_action = action_gradient(q1, critic_acts, dq, action.shape[-1])
-            grad_out = tanh_backward(d_action, action)
-            if self.actor_grad_sq_means:
-                grads, grad_sqs = weight_gradients_and_sq_means(actor, actor_acts, grad_out)
-                self.actor_optimizer.set_grad_sq_means(grad_sqs)  # type: ignore[attr-defined]
-            else:
-                grads = weight_gradients(actor, actor_acts, grad_out)
-            set_gradients(actor, grads)
-            return -self.batch_mean(q)
+    def actor_q_layers(self) -> MLPLayers:
+        assert self.layers is not None
+        return self.layers["critic"].select(0)
 
     # -- state -----------------------------------------------------------------------------
 
