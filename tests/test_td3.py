@@ -8,7 +8,6 @@ d-th update the actor ascends Q1(s, pi(s)) and the targets move by Polyak averag
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
@@ -217,27 +216,3 @@ def _ddpg_zip(tmp_path: Path) -> Path:
     model = DDPG("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [8]}, device="cpu")
     model.save(tmp_path / "ddpg.zip")
     return tmp_path / "ddpg.zip"
-
-
-def learning_run(agent: str, log_dir: Path) -> list[str]:
-    return [
-        "train", "--agent", agent, "--env", "Pendulum-v1", "--total-steps", "10000",
-        "--log-dir", str(log_dir), "--run-name", agent, "--no-progress",
-        "--set", "actor.hidden_sizes=[64,64]", "--set", "critic.hidden_sizes=[64,64]",
-        "--set", "eval_episodes=5",
-    ]  # fmt: skip
-
-
-@pytest.mark.expensive
-def test_td3_and_td3_vadam_learn_pendulum_within_ten_thousand_steps(tmp_path: Path):
-    agents = ("td3", "td3-vadam")
-    logs = {agent: tmp_path / f"{agent}.log" for agent in agents}
-    processes = {
-        agent: popen_cli(*learning_run(agent, tmp_path), log=logs[agent]) for agent in agents
-    }
-    for agent, process in processes.items():
-        assert process.wait(timeout=600) == 0, logs[agent].read_text()[-3000:]
-    for agent in agents:
-        summary = json.loads((tmp_path / agent / "summary.json").read_text())
-        # random policy: about -1200; swinging up and balancing: better than -400
-        assert summary["final_eval_return"] > -400, (agent, read_evaluations(tmp_path / agent))

@@ -25,10 +25,10 @@ def learning_run(agent: str, log_dir: Path) -> list[str]:
 
 
 @pytest.mark.expensive
-def test_each_exploration_family_learns_pendulum_within_ten_thousand_steps(tmp_path: Path):
+def test_each_exploration_family_and_td3_learn_pendulum_within_ten_thousand_steps(tmp_path: Path):
     # The runs go to CLI processes at once: the suite's other tests leave the second core
     # idle, and this is its slowest check.
-    agents = ("ddpg-vadam", "ddpg-adam", "ddpg-param-noise", "ddpg-noisynet")
+    agents = ("ddpg-vadam", "ddpg-adam", "ddpg-param-noise", "ddpg-noisynet", "td3", "td3-vadam")
     logs = {agent: tmp_path / f"{agent}.log" for agent in agents}
     processes = {
         agent: popen_cli(*learning_run(agent, tmp_path), log=logs[agent]) for agent in agents
