@@ -38,7 +38,7 @@ UNPICKLING_NOTE = (
 
 @dataclass
 class TrainArgs:
-    """Train a DDPG agent from a preset (see `vadam-rl agents`)."""
+    """Train a DDPG or TD3 agent from a preset (see `vadam-rl agents`)."""
 
     agent: Annotated[str | None, option("PRESET", DEFAULT_AGENT)] = None
     """Preset name from agents/ (ddpg-vadam, ddpg-adam, ddpg-adam-plain, ...)."""
